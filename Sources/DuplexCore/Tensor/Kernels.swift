@@ -1,0 +1,158 @@
+import CBLAS
+
+/// The matrix kernels every model block goes through. Each fast path has a naive reference
+/// beside it (`…Naive`), a handful of plain loops that are the truth the tests compare against.
+///
+/// Layout convention: row-major everywhere. A weight matrix `W` is `[rows = out, cols = in]`,
+/// as PyTorch stores `nn.Linear.weight`, so `y = W·x` is a matrix×vector with W not transposed.
+public enum Kernels {
+    // MARK: threads
+
+    /// Sets how many threads OpenBLAS may use. The engine always calls this (from `-t/--threads`)
+    /// rather than leaving OpenBLAS to pick, so runs are reproducible and leave cores to audio.
+    public static func setThreads(_ count: Int) {
+        openblas_set_num_threads(Int32(max(1, count)))
+    }
+
+    public static var threads: Int { Int(openblas_get_num_threads()) }
+
+    // MARK: matrix × matrix
+
+    /// C[m,n] (+)= A[m,k] · op(B), op(B) = B[k,n] or, with `transposeB`, Bᵀ for B stored [n,k].
+    /// Leading dimensions default to packed rows.
+    public static func matmul(
+        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
+        m: Int, n: Int, k: Int, transposeB: Bool = false, accumulate: Bool = false,
+        lda: Int? = nil, ldb: Int? = nil, ldc: Int? = nil
+    ) {
+        guard m > 0, n > 0 else { return }
+        if k == 0 {
+            if !accumulate { c.update(repeating: 0, count: m * (ldc ?? n)) }
+            return
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), 1,
+                    a, Int32(lda ?? k), b, Int32(ldb ?? (transposeB ? k : n)),
+                    accumulate ? 1 : 0, c, Int32(ldc ?? n))
+    }
+
+    public static func matmulNaive(
+        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
+        m: Int, n: Int, k: Int, transposeB: Bool = false, accumulate: Bool = false
+    ) {
+        for i in 0..<m {
+            for j in 0..<n {
+                var sum: Double = 0
+                for p in 0..<k {
+                    let bv = transposeB ? b[j * k + p] : b[p * n + j]
+                    sum += Double(a[i * k + p]) * Double(bv)
+                }
+                c[i * n + j] = (accumulate ? c[i * n + j] : 0) + Float(sum)
+            }
+        }
+    }
+
+    // MARK: matrix × vector
+
+    /// y[rows] (+)= W[rows, cols] · x[cols].
+    public static func matvec(
+        _ w: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+        rows: Int, cols: Int, accumulate: Bool = false
+    ) {
+        guard rows > 0 else { return }
+        if cols == 0 { if !accumulate { y.update(repeating: 0, count: rows) }; return }
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(rows), Int32(cols), 1, w, Int32(cols),
+                    x, 1, accumulate ? 1 : 0, y, 1)
+    }
+
+    public static func matvecNaive(
+        _ w: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+        rows: Int, cols: Int, accumulate: Bool = false
+    ) {
+        for r in 0..<rows {
+            var sum: Double = 0
+            for c in 0..<cols { sum += Double(w[r * cols + c]) * Double(x[c]) }
+            y[r] = (accumulate ? y[r] : 0) + Float(sum)
+        }
+    }
+
+    /// y[rows] (+)= W[rows, cols] · x[cols] with W stored as bf16 bits. Each weight is read once
+    /// and widened in registers: a batch-1 LM step is bound by how fast weight bytes stream in,
+    /// and bf16 halves that traffic against f32.
+    public static func matvecBF16(
+        _ w: UnsafePointer<UInt16>, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+        rows: Int, cols: Int, accumulate: Bool = false
+    ) {
+        let vectorCols = cols & ~15
+        for r in 0..<rows {
+            let row = w + r * cols
+            var acc0 = SIMD16<Float>()
+            var c = 0
+            while c < vectorCols {
+                let bits = UnsafeRawPointer(row + c).loadUnaligned(as: SIMD16<UInt16>.self)
+                let wv = unsafeBitCast(SIMD16<UInt32>(truncatingIfNeeded: bits) &<< 16, to: SIMD16<Float>.self)
+                let xv = UnsafeRawPointer(x + c).loadUnaligned(as: SIMD16<Float>.self)
+                acc0.addProduct(wv, xv)
+                c += 16
+            }
+            var sum = acc0.sum()
+            while c < cols { sum += HalfPrecision.bf16ToFloat(row[c]) * x[c]; c += 1 }
+            y[r] = accumulate ? y[r] + sum : sum
+        }
+    }
+
+    public static func matvecBF16Naive(
+        _ w: UnsafePointer<UInt16>, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+        rows: Int, cols: Int, accumulate: Bool = false
+    ) {
+        for r in 0..<rows {
+            var sum: Double = 0
+            for c in 0..<cols { sum += Double(HalfPrecision.bf16ToFloat(w[r * cols + c])) * Double(x[c]) }
+            y[r] = (accumulate ? y[r] : 0) + Float(sum)
+        }
+    }
+
+    // MARK: vectors
+
+    @inline(__always)
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+        var acc = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= count {
+            acc.addProduct(UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self),
+                           UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self))
+            i += 8
+        }
+        var sum = acc.sum()
+        while i < count { sum += a[i] * b[i]; i += 1 }
+        return sum
+    }
+
+    /// y += alpha · x
+    @inline(__always)
+    public static func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { y[i] += alpha * x[i] }
+    }
+}
+
+// MARK: Tensor conveniences (offline paths and tests)
+
+extension Tensor {
+    /// self[m,k] · other[k,n] (or otherᵀ for other [n,k]).
+    public func matmul(_ other: Tensor, transposeOther: Bool = false) -> Tensor {
+        precondition(rank == 2 && other.rank == 2)
+        let (m, k) = (shape[0], shape[1])
+        let n = transposeOther ? other.shape[0] : other.shape[1]
+        precondition((transposeOther ? other.shape[1] : other.shape[0]) == k, "matmul \(shape) × \(other.shape)")
+        var out = Tensor(zeros: [m, n])
+        data.withUnsafeBufferPointer { a in
+            other.data.withUnsafeBufferPointer { b in
+                out.data.withUnsafeMutableBufferPointer { c in
+                    Kernels.matmul(a.baseAddress!, b.baseAddress!, c.baseAddress!,
+                                   m: m, n: n, k: k, transposeB: transposeOther)
+                }
+            }
+        }
+        return out
+    }
+}

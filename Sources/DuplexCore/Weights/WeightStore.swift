@@ -1,0 +1,183 @@
+import Foundation
+
+/// A weight matrix `[rows, cols]` used as stored: Float32, or bf16 bits straight from the
+/// memory map (the 7B LM is never widened to f32). Keeps its backing storage alive.
+public struct WeightMatrix: @unchecked Sendable {
+    public enum Storage {
+        case f32(UnsafePointer<Float>)
+        case bf16(UnsafePointer<UInt16>)
+    }
+    public let rows: Int
+    public let cols: Int
+    public let storage: Storage
+    private let owner: AnyObject
+
+    init(rows: Int, cols: Int, storage: Storage, owner: AnyObject) {
+        self.rows = rows
+        self.cols = cols
+        self.storage = storage
+        self.owner = owner
+    }
+
+    /// An owned f32 matrix (tests, generated weights).
+    public init(_ tensor: Tensor) {
+        precondition(tensor.rank == 2, "WeightMatrix needs a 2-D tensor, got \(tensor.shape)")
+        let box = FloatBox(tensor.data)
+        self.init(rows: tensor.shape[0], cols: tensor.shape[1], storage: .f32(UnsafePointer(box.pointer)), owner: box)
+    }
+
+    public var bytesPerElement: Int {
+        if case .f32 = storage { return 4 }
+        return 2
+    }
+
+    public var byteCount: Int { rows * cols * bytesPerElement }
+
+    /// y[rows] (+)= W · x[cols].
+    @inline(__always)
+    public func apply(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
+        switch storage {
+        case .f32(let w): Kernels.matvec(w, x, y, rows: rows, cols: cols, accumulate: accumulate)
+        case .bf16(let w): Kernels.matvecBF16(w, x, y, rows: rows, cols: cols, accumulate: accumulate)
+        }
+    }
+
+    /// Row `r` widened to f32 (embedding lookups).
+    @inline(__always)
+    public func copyRow(_ r: Int, into out: UnsafeMutablePointer<Float>) {
+        switch storage {
+        case .f32(let w): out.update(from: w + r * cols, count: cols)
+        case .bf16(let w): HalfPrecision.convertBF16(w + r * cols, to: out, count: cols)
+        }
+    }
+
+    /// The whole matrix as a Float32 tensor (offline paths and tests).
+    public func toTensor() -> Tensor {
+        var t = Tensor(zeros: [rows, cols])
+        t.data.withUnsafeMutableBufferPointer { d in
+            for r in 0..<rows { copyRow(r, into: d.baseAddress! + r * cols) }
+        }
+        return t
+    }
+}
+
+/// Owned, aligned Float storage that outlives the structs pointing into it.
+final class FloatBox: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<Float>
+    let count: Int
+    init(_ values: [Float]) {
+        count = values.count
+        pointer = .allocate(capacity: max(1, values.count))
+        values.withUnsafeBufferPointer { pointer.initialize(from: $0.baseAddress!, count: values.count) }
+    }
+    deinit { pointer.deallocate() }
+}
+
+/// Hands out tensors by their exact checkpoint names and keeps the books: a model's initialiser
+/// asks for every weight it needs, then `finish()` fails, naming every problem at once, if any
+/// name was missing, misshaped or wrongly typed, or if the file holds tensors nobody asked for.
+/// A requested tensor that has a problem comes back as zeros so loading can go on and collect
+/// the rest of the problems.
+public final class WeightStore {
+    public let files: [SafetensorsFile]
+    private var index: [String: (file: SafetensorsFile, entry: SafetensorsFile.Entry)] = [:]
+    private var used: Set<String> = []
+    private var problems: [SafetensorsError.Problem] = []
+    private let label: String
+
+    public init(files: [SafetensorsFile]) throws {
+        self.files = files
+        label = files.map(\.path).joined(separator: " + ")
+        var duplicates: [SafetensorsError.Problem] = []
+        for f in files {
+            for (name, entry) in f.entries {
+                if let other = index[name] {
+                    duplicates.append(.init(kind: .unexpectedTensor, message: "\(name) is in both \(other.file.path) and \(f.path)"))
+                }
+                index[name] = (f, entry)
+            }
+        }
+        if !duplicates.isEmpty { throw SafetensorsError(path: label, problems: duplicates) }
+    }
+
+    public convenience init(path: String) throws {
+        try self.init(files: [SafetensorsFile(path: path)])
+    }
+
+    public var names: [String] { index.keys.sorted() }
+
+    public func contains(_ name: String) -> Bool { index[name] != nil }
+
+    public func shape(of name: String) -> [Int]? { index[name]?.entry.shape }
+
+    private func note(_ kind: SafetensorsError.Kind, _ message: String) {
+        problems.append(.init(kind: kind, message: message))
+    }
+
+    private func lookup(_ name: String, shape: [Int]) -> (SafetensorsFile, SafetensorsFile.Entry)? {
+        used.insert(name)
+        guard let (file, entry) = index[name] else {
+            note(.missingTensor, "missing tensor \(name) (expected shape \(shape))")
+            return nil
+        }
+        guard entry.shape == shape else {
+            note(.wrongShape, "\(name) has shape \(entry.shape), expected \(shape)")
+            return nil
+        }
+        guard entry.dtype.isFloatingPoint else {
+            note(.wrongDType, "\(name) is stored as \(entry.dtype.rawValue), expected F32, F16 or BF16")
+            return nil
+        }
+        return (file, entry)
+    }
+
+    /// A float tensor of exactly `shape`, converted to Float32.
+    public func tensor(_ name: String, shape: [Int]) -> Tensor {
+        guard let (file, entry) = lookup(name, shape: shape),
+              let t = try? file.floatTensor(entry) else { return Tensor(zeros: shape) }
+        return t
+    }
+
+    /// A tensor that the checkpoint may or may not have (e.g. `weight` vs `weight_g`/`weight_v`).
+    /// Absence is not a problem; a wrong shape still is.
+    public func optionalTensor(_ name: String, shape: [Int]) -> Tensor? {
+        guard contains(name) else { return nil }
+        return tensor(name, shape: shape)
+    }
+
+    /// A matrix `[rows, cols]` used as stored: bf16 stays bf16 in the map, f32 is used in place
+    /// when aligned, f16 is widened once. `shape` is the stored shape (it may have trailing 1s,
+    /// as conv weights of kernel 1 do); it is viewed as rows × (product of the rest).
+    public func matrix(_ name: String, shape: [Int]) -> WeightMatrix {
+        let rows = shape.first ?? 0
+        let cols = shape.dropFirst().reduce(1, *)
+        guard let (file, entry) = lookup(name, shape: shape) else {
+            return WeightMatrix(Tensor(zeros: [rows, cols]))
+        }
+        let raw = file.bytes(entry)
+        switch entry.dtype {
+        case .bf16 where Int(bitPattern: raw.baseAddress) % 2 == 0:
+            return WeightMatrix(rows: rows, cols: cols,
+                                storage: .bf16(raw.baseAddress!.assumingMemoryBound(to: UInt16.self)), owner: file)
+        case .f32 where Int(bitPattern: raw.baseAddress) % 4 == 0:
+            return WeightMatrix(rows: rows, cols: cols,
+                                storage: .f32(raw.baseAddress!.assumingMemoryBound(to: Float.self)), owner: file)
+        default:
+            let t = (try? file.floatTensor(entry)) ?? Tensor(zeros: shape)
+            return WeightMatrix(t.reshaped([rows, cols]))
+        }
+    }
+
+    /// Marks names as deliberately unused (buffers a model does not need, e.g. `_initialized`).
+    public func ignore(_ name: String) { if index[name] != nil { used.insert(name) } }
+
+    /// Throws every problem collected so far, plus every tensor in the files that was never
+    /// asked for (unless it matches one of `allowUnused`'s predicates).
+    public func finish(allowUnused: (String) -> Bool = { _ in false }) throws {
+        var all = problems
+        for name in index.keys.sorted() where !used.contains(name) && !allowUnused(name) {
+            all.append(.init(kind: .unexpectedTensor, message: "unexpected tensor \(name) \(index[name]!.entry.shape) (not part of this model)"))
+        }
+        if !all.isEmpty { throw SafetensorsError(path: label, problems: all) }
+    }
+}

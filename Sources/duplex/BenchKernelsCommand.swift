@@ -1,0 +1,90 @@
+import ArgumentParser
+import DuplexCore
+import Foundation
+
+struct BenchKernels: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-kernels",
+        abstract: "Measure the physical ceilings: sgemm GFLOP/s and matrix×vector GB/s, at 1 and N threads.")
+
+    @Option(name: [.customShort("t"), .long], parsing: .upToNextOption,
+            help: "Thread counts to measure (default: 1 and all cores).")
+    var threads: [Int] = []
+
+    @Option(help: "Seconds to spend on each measurement.")
+    var seconds: Double = 1.0
+
+    func run() throws {
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let counts = threads.isEmpty ? Array(Set([1, cores])).sorted() : threads
+        print("kernel                          shape                 threads   result")
+        for t in counts {
+            Kernels.setThreads(t)
+            for (m, n, k) in [(512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048), (64, 4096, 1024)] {
+                let gflops = benchSgemm(m: m, n: n, k: k)
+                print(row("sgemm (OpenBLAS)", "\(m)×\(k) · \(k)×\(n)", t, String(format: "%7.1f GFLOP/s", gflops)))
+            }
+            for (r, c) in [(4096, 4096), (11264, 4096)] {
+                let gbs = benchSgemv(rows: r, cols: c)
+                print(row("sgemv f32 (OpenBLAS)", "\(r)×\(c)", t, String(format: "%7.1f GB/s", gbs)))
+            }
+        }
+        for (r, c) in [(4096, 4096), (11264, 4096)] {
+            let gbs = benchMatvecBF16(rows: r, cols: c)
+            print(row("matvec bf16 (duplex)", "\(r)×\(c)", 1, String(format: "%7.1f GB/s", gbs)))
+        }
+    }
+
+    private func row(_ name: String, _ shape: String, _ t: Int, _ result: String) -> String {
+        name.padding(toLength: 32, withPad: " ", startingAt: 0)
+            + shape.padding(toLength: 22, withPad: " ", startingAt: 0)
+            + String(t).padding(toLength: 10, withPad: " ", startingAt: 0) + result
+    }
+
+    /// Runs `body` repeatedly for about `seconds` and returns the best seconds per call.
+    private func time(_ body: () -> Void) -> Double {
+        body()
+        var best = Double.infinity
+        let deadline = Date().addingTimeInterval(seconds)
+        repeat {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            body()
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+        } while Date() < deadline
+        return best
+    }
+
+    private func random(_ n: Int) -> [Float] {
+        var g = SplitMix64(seed: 1)
+        return (0..<n).map { _ in g.nextFloat() - 0.5 }
+    }
+
+    private func benchSgemm(m: Int, n: Int, k: Int) -> Double {
+        let a = random(m * k), b = random(k * n)
+        var c = [Float](repeating: 0, count: m * n)
+        let s = time {
+            c.withUnsafeMutableBufferPointer { cp in
+                Kernels.matmul(a, b, cp.baseAddress!, m: m, n: n, k: k)
+            }
+        }
+        return 2 * Double(m) * Double(n) * Double(k) / s / 1e9
+    }
+
+    private func benchSgemv(rows: Int, cols: Int) -> Double {
+        let w = random(rows * cols), x = random(cols)
+        var y = [Float](repeating: 0, count: rows)
+        let s = time {
+            y.withUnsafeMutableBufferPointer { yp in Kernels.matvec(w, x, yp.baseAddress!, rows: rows, cols: cols) }
+        }
+        return Double(rows * cols * 4) / s / 1e9
+    }
+
+    private func benchMatvecBF16(rows: Int, cols: Int) -> Double {
+        let w = random(rows * cols).map(HalfPrecision.floatToBF16), x = random(cols)
+        var y = [Float](repeating: 0, count: rows)
+        let s = time {
+            y.withUnsafeMutableBufferPointer { yp in Kernels.matvecBF16(w, x, yp.baseAddress!, rows: rows, cols: cols) }
+        }
+        return Double(rows * cols * 2) / s / 1e9
+    }
+}

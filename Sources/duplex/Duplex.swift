@@ -1,0 +1,22 @@
+import Foundation
+import ArgumentParser
+import DuplexCore
+
+@main
+struct Duplex: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "duplex",
+        abstract: "Real-time full-duplex spoken dialogue (Moshi-class models) on a Linux CPU.",
+        subcommands: [Info.self, BenchKernels.self])
+}
+
+/// Options every command that computes takes. OpenBLAS's thread count is always set from here,
+/// never left to the library's default.
+struct ComputeOptions: ParsableArguments {
+    @Option(name: [.customShort("t"), .long], help: "Compute threads (default: all cores).")
+    var threads: Int?
+
+    var resolvedThreads: Int { max(1, threads ?? ProcessInfo.processInfo.activeProcessorCount) }
+
+    func apply() { Kernels.setThreads(resolvedThreads) }
+}

@@ -1,0 +1,94 @@
+import ArgumentParser
+import CALSA
+import CBLAS
+import COgg
+import COpus
+import DuplexCore
+import Foundation
+
+struct Info: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Describe a checkpoint or model folder (or, without --model, this build and machine).")
+
+    @Option(name: .shortAndLong, help: "A .safetensors file or a model folder.")
+    var model: String?
+
+    @Flag(help: "Read every value: report NaN/Inf and the value range (slow on large files).")
+    var scan = false
+
+    func run() throws {
+        guard let model else {
+            printSystem()
+            return
+        }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: model, isDirectory: &isDirectory) else {
+            throw ValidationError("no such file or folder: \(model)")
+        }
+        if isDirectory.boolValue {
+            try describeFolder(model)
+        } else {
+            try describeFile(model)
+        }
+    }
+
+    private func printSystem() {
+        print("duplex — build and machine")
+        print("  cores:            \(ProcessInfo.processInfo.activeProcessorCount)")
+        print("  OpenBLAS:         \(String(cString: openblas_get_config()))")
+        print("  ALSA library:     \(String(cString: snd_asoundlib_version()))")
+        print("  Opus library:     \(String(cString: opus_get_version_string()))")
+        var stream = ogg_stream_state()
+        let oggOK = ogg_stream_init(&stream, 42) == 0
+        if oggOK { ogg_stream_clear(&stream) }
+        print("  Ogg library:      \(oggOK ? "linked" : "failed to initialise")")
+    }
+
+    private func describeFolder(_ path: String) throws {
+        let files = try FileManager.default.contentsOfDirectory(atPath: path).sorted()
+        print("model folder \(path)")
+        let configPath = (path as NSString).appendingPathComponent("config.json")
+        if files.contains("config.json") {
+            let data = try Data(contentsOf: URL(fileURLWithPath: configPath))
+            guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                throw ValidationError("\(configPath): not a JSON object")
+            }
+            print("  config.json: \(object.count) keys")
+            for key in ["model_type", "dim", "num_layers", "num_heads", "n_q", "dep_q", "card", "text_card", "context",
+                        "depformer_dim", "depformer_num_layers", "mimi_name", "moshi_name", "tokenizer_name"] {
+                if let v = object[key] { print("    \(key): \(v)") }
+            }
+        } else {
+            print("  config.json: absent (Kyutai's legacy repos have none: the moshiko 7B config is assumed)")
+        }
+        let weights = files.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".sft") || $0.hasSuffix(".sfts") }
+        if weights.isEmpty { print("  no weight files") }
+        for w in weights { try describeFile((path as NSString).appendingPathComponent(w)) }
+        for t in files where t.hasSuffix(".model") { print("  tokenizer: \(t)") }
+    }
+
+    private func describeFile(_ path: String) throws {
+        let file = try SafetensorsFile(path: path)
+        let summary = CheckpointSummary(file: file)
+        print("\(path)")
+        print("  kind:        \(summary.kind.rawValue)")
+        print("  tensors:     \(summary.tensorCount)")
+        print("  parameters:  \(Format.count(summary.parameterCount)) (\(summary.parameterCount))")
+        for (dtype, n) in summary.parametersByDType.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+            print("    \(dtype.rawValue.padding(toLength: 5, withPad: " ", startingAt: 0)) \(Format.count(n)) (\(n))")
+        }
+        print("  bytes:       \(Format.bytes(summary.bytes)) (\(summary.bytes))")
+        for (k, v) in summary.metadata.sorted(by: { $0.key < $1.key }) { print("  meta \(k): \(v)") }
+        if scan {
+            let bar = ProgressBar("scanning")
+            let result = ValueScan.scan(file) { bar.update($0, of: $1) }
+            bar.finish()
+            print("  values:      \(result.values), range [\(result.minimum), \(result.maximum)]")
+            if result.nanCount + result.infCount > 0 {
+                print("  POISONED:    \(result.nanCount) NaN, \(result.infCount) Inf in \(result.badTensors.prefix(10).joined(separator: ", "))")
+                throw ExitCode(3)
+            }
+            print("  NaN/Inf:     none")
+        }
+    }
+}

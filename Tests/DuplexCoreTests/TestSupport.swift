@@ -1,0 +1,73 @@
+import DuplexCore
+import Foundation
+import XCTest
+
+/// Relative L2 error ‖a − b‖ / ‖b‖ (b is the reference).
+func relativeL2(_ a: [Float], _ b: [Float]) -> Double {
+    precondition(a.count == b.count, "length \(a.count) vs \(b.count)")
+    var num = 0.0, den = 0.0
+    for i in a.indices {
+        let d = Double(a[i]) - Double(b[i])
+        num += d * d
+        den += Double(b[i]) * Double(b[i])
+    }
+    return den == 0 ? num.squareRoot() : (num / den).squareRoot()
+}
+
+func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Float {
+    precondition(a.count == b.count)
+    var m: Float = 0
+    for i in a.indices { m = max(m, abs(a[i] - b[i])) }
+    return m
+}
+
+/// Asserts a relative L2 error bound and, on failure, prints the first mismatches and the max error.
+func assertClose(_ actual: [Float], _ expected: [Float], relL2 tolerance: Double, _ what: String,
+                 file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(actual.count, expected.count, "\(what): length", file: file, line: line)
+    guard actual.count == expected.count else { return }
+    let err = relativeL2(actual, expected)
+    if !(err <= tolerance) {
+        var firsts: [String] = []
+        for i in actual.indices where abs(actual[i] - expected[i]) > Float(tolerance) * max(1, abs(expected[i])) {
+            firsts.append("[\(i)] \(actual[i]) vs \(expected[i])")
+            if firsts.count == 5 { break }
+        }
+        XCTFail("\(what): relative L2 \(err) > \(tolerance); max abs \(maxAbsDiff(actual, expected)); first: \(firsts.joined(separator: ", "))",
+                file: file, line: line)
+    }
+}
+
+func randomArray(_ n: Int, seed: UInt64, scale: Float = 1) -> [Float] {
+    var g = SplitMix64(seed: seed)
+    return (0..<n).map { _ in g.nextGaussian() * scale }
+}
+
+/// A fresh temporary file path, removed by the caller's test teardown or the OS.
+func temporaryPath(_ name: String) -> String {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("duplex-tests-\(getpid())")
+    try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    return dir.appendingPathComponent(name).path
+}
+
+/// The committed fixture folder of this test target.
+func fixturePath(_ name: String) -> String? {
+    Bundle.module.url(forResource: "Fixtures/\(name)", withExtension: nil)?.path
+}
+
+/// Format version the fixtures must carry (tools/reference/make_fixtures.py FORMAT_VERSION).
+let fixtureFormatVersion = "1"
+
+/// Opens a committed reference fixture, checking its format tag.
+func loadFixture(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws -> SafetensorsFile {
+    guard let path = fixturePath("\(name).safetensors") else {
+        throw XCTSkip("fixture \(name).safetensors is missing: run tools/reference/make_fixtures.py")
+    }
+    let f = try SafetensorsFile(path: path)
+    guard f.metadata["format_version"] == fixtureFormatVersion else {
+        XCTFail("fixture \(name) has format_version \(f.metadata["format_version"] ?? "none"), expected \(fixtureFormatVersion): regenerate with tools/reference/make_fixtures.py",
+                file: file, line: line)
+        throw XCTSkip("stale fixture")
+    }
+    return f
+}

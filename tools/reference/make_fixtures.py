@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Writes the reference fixtures the Swift tests compare against, by running Kyutai's `moshi`
+package (pinned in setup_venv.sh) with fixed seeds.
+
+Usage:  tools/reference/make_fixtures.py [ops|mimi|lm|tokenizer|all ...]
+        (run through the venv: "$(tools/reference/setup_venv.sh)" tools/reference/make_fixtures.py all)
+
+Each fixture is a safetensors file under Tests/DuplexCoreTests/Fixtures/ whose metadata carries
+`format_version`; the Swift side refuses a fixture of another version and says to regenerate it.
+Fixtures stay under 2 MB each: real-size checks run from tools scripts instead.
+"""
+import argparse
+import importlib
+import os
+import sys
+
+import torch
+from safetensors.torch import save_file
+
+FORMAT_VERSION = "1"
+MOSHI_VERSION = "0.2.13"
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+FIXTURES = os.path.join(ROOT, "Tests", "DuplexCoreTests", "Fixtures")
+MAX_BYTES = 2 * 1024 * 1024
+
+GENERATORS = {
+    "ops": "fixtures_ops",
+    "mimi": "fixtures_mimi",
+    "lm": "fixtures_lm",
+    "tokenizer": "fixtures_tokenizer",
+}
+
+
+def save_fixture(name, tensors, seed, **meta):
+    """Saves `tensors` (name -> torch tensor) as Fixtures/<name>.safetensors with a version tag."""
+    import moshi
+
+    assert moshi.__version__ == MOSHI_VERSION, f"moshi {moshi.__version__}, expected {MOSHI_VERSION}"
+    os.makedirs(FIXTURES, exist_ok=True)
+    path = os.path.join(FIXTURES, name + ".safetensors")
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "generator": "tools/reference/make_fixtures.py " + name.split("_")[0],
+        "moshi_version": moshi.__version__,
+        "torch_version": torch.__version__,
+        "seed": str(seed),
+    }
+    metadata.update({k: str(v) for k, v in meta.items()})
+    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, path, metadata=metadata)
+    size = os.path.getsize(path)
+    assert size < MAX_BYTES, f"{path} is {size} bytes: fixtures must stay under 2 MB"
+    print(f"wrote {os.path.relpath(path, ROOT)} ({size / 1024:.0f} KiB, {len(tensors)} tensors)")
+    return path
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="*", default=["all"], choices=list(GENERATORS) + ["all"])
+    args = parser.parse_args()
+    names = list(GENERATORS) if "all" in args.which else args.which
+    sys.path.insert(0, HERE)
+    torch.set_num_threads(1)
+    for name in names:
+        module_name = GENERATORS[name]
+        if not os.path.exists(os.path.join(HERE, module_name + ".py")):
+            print(f"skip {name}: {module_name}.py not written yet")
+            continue
+        importlib.import_module(module_name).generate(save_fixture)
+
+
+if __name__ == "__main__":
+    main()

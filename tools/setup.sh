@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages duplex builds against, only those that are missing.
+# Idempotent and quiet when there is nothing to do.
+set -euo pipefail
+
+packages=(pkg-config libopenblas-dev libasound2-dev libopus-dev libogg-dev alsa-utils)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}" >&2
+    sudo_cmd=()
+    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v swift >/dev/null 2>&1; then
+    if [ -x /opt/swift/usr/bin/swift ]; then
+        echo "setup: swift is at /opt/swift/usr/bin (add it to PATH)" >&2
+    else
+        echo "setup: no Swift toolchain found: install Swift 6.x (https://swift.org/install)" >&2
+        exit 1
+    fi
+fi
