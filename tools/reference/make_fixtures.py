@@ -26,6 +26,7 @@ MAX_BYTES = 2 * 1024 * 1024
 
 GENERATORS = {
     "ops": "fixtures_ops",
+    "transformer": "fixtures_transformer",
     "mimi": "fixtures_mimi",
     "lm": "fixtures_lm",
     "tokenizer": "fixtures_tokenizer",

@@ -181,3 +181,32 @@ public final class WeightStore {
         if !all.isEmpty { throw SafetensorsError(path: label, problems: all) }
     }
 }
+
+extension WeightMatrix {
+    /// Rows `range` as a matrix sharing this one's storage (e.g. one depth step of a stacked
+    /// per-step projection, or the Q block of a fused in-projection).
+    public func rows(_ range: Range<Int>) -> WeightMatrix {
+        precondition(range.lowerBound >= 0 && range.upperBound <= rows, "rows \(range) of a \(rows)-row matrix")
+        switch storage {
+        case .f32(let p):
+            return WeightMatrix(rows: range.count, cols: cols, storage: .f32(p + range.lowerBound * cols), owner: owner)
+        case .bf16(let p):
+            return WeightMatrix(rows: range.count, cols: cols, storage: .bf16(p + range.lowerBound * cols), owner: owner)
+        }
+    }
+
+    /// Y[steps, rows] = X[steps, cols] · Wᵀ. One step is a matrix×vector (bandwidth-bound);
+    /// several steps of an f32 matrix are one sgemm.
+    public func apply(rows x: UnsafePointer<Float>, steps: Int, into y: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
+        if steps == 1 {
+            apply(x, into: y, accumulate: accumulate)
+            return
+        }
+        switch storage {
+        case .f32(let w):
+            Kernels.matmul(x, w, y, m: steps, n: rows, k: cols, transposeB: true, accumulate: accumulate)
+        case .bf16:
+            for t in 0..<steps { apply(x + t * cols, into: y + t * rows, accumulate: accumulate) }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+import Foundation
+
+/// Causal multi-head self-attention with a fused Q|K|V in-projection and a ring KV cache,
+/// as Kyutai's `StreamingMultiheadAttention` (no biases, no GQA). With `weightsPerStep`, call
+/// number s of a stream uses projection set s (the depformer: one set per depth step).
+public final class StreamingAttention: Sendable {
+    public let dim: Int
+    public let numHeads: Int
+    public let headDim: Int
+    /// Mask window: query − key < context (nil = unlimited).
+    public let context: Int?
+    /// Ring capacity (the context, or the number of per-step weight sets).
+    public let capacity: Int
+    public let rope: RoPE?
+    /// One set, or one per step: [3·dim, dim] each.
+    let inProjs: [WeightMatrix]
+    /// [dim, dim] each.
+    let outProjs: [WeightMatrix]
+
+    public struct State: Sendable {
+        var cache: KVCache
+        /// Steps seen so far (query offset, and which per-step weights to use).
+        var offset = 0
+        var qkv: [Float]       // [maxSteps, 3·dim]
+        var attended: [Float]  // [maxSteps, dim]
+        var scores: [Float]    // [capacity]
+        var maxSteps: Int
+
+        mutating func reserve(steps: Int, dim: Int) {
+            guard steps > maxSteps else { return }
+            maxSteps = steps
+            qkv = [Float](repeating: 0, count: steps * 3 * dim)
+            attended = [Float](repeating: 0, count: steps * dim)
+        }
+
+        public mutating func reset() {
+            cache.reset()
+            offset = 0
+        }
+    }
+
+    /// Loads `in_proj_weight` [steps·3·dim, dim] and `out_proj.weight` [steps·dim, dim] under `prefix`
+    /// (the names Kyutai's files use; stacked step-major when `weightsPerStep` > 1).
+    public init(store: WeightStore, prefix: String, dim: Int, numHeads: Int, context: Int?,
+                ropeMaxPeriod: Float?, weightsPerStep: Int = 1) {
+        precondition(dim % numHeads == 0, "dim \(dim) not divisible by \(numHeads) heads")
+        self.dim = dim
+        self.numHeads = numHeads
+        headDim = dim / numHeads
+        self.context = context
+        capacity = context ?? weightsPerStep
+        rope = ropeMaxPeriod.map { RoPE(headDim: dim / numHeads, maxPeriod: $0) }
+        let steps = max(1, weightsPerStep)
+        let inProj = store.matrix(prefix + "in_proj_weight", shape: [steps * 3 * dim, dim])
+        let outProj = store.matrix(prefix + "out_proj.weight", shape: [steps * dim, dim])
+        inProjs = (0..<steps).map { inProj.rows(($0 * 3 * dim)..<(($0 + 1) * 3 * dim)) }
+        outProjs = (0..<steps).map { outProj.rows(($0 * dim)..<(($0 + 1) * dim)) }
+    }
+
+    public func makeState(maxSteps: Int = 1) -> State {
+        State(cache: KVCache(capacity: capacity, dim: dim), qkv: [Float](repeating: 0, count: maxSteps * 3 * dim),
+              attended: [Float](repeating: 0, count: maxSteps * dim), scores: [Float](repeating: 0, count: capacity),
+              maxSteps: maxSteps)
+    }
+
+    /// output[steps, dim] = attention over x[steps, dim] and the cached past; advances the state.
+    public func step(_ x: UnsafePointer<Float>, steps: Int, output: UnsafeMutablePointer<Float>, state: inout State) {
+        state.reserve(steps: steps, dim: dim)
+        let d = dim
+        let perStep = inProjs.count > 1
+        let start = state.offset
+        state.qkv.withUnsafeMutableBufferPointer { qkvBuf in
+            let qkv = qkvBuf.baseAddress!
+            // Projections: one weight set → one call over all steps; per-step sets → one each.
+            if perStep {
+                for t in 0..<steps {
+                    inProjs[min(start + t, inProjs.count - 1)].apply(x + t * d, into: qkv + t * 3 * d)
+                }
+            } else {
+                inProjs[0].apply(rows: x, steps: steps, into: qkv)
+            }
+            // RoPE on Q and K, then every new key/value goes into the ring before anyone attends.
+            for t in 0..<steps {
+                let row = qkv + t * 3 * d
+                if let rope {
+                    rope.apply(row, heads: numHeads, position: start + t)
+                    rope.apply(row + d, heads: numHeads, position: start + t)
+                }
+                state.cache.append(key: row + d, value: row + 2 * d)
+            }
+            let scale = 1 / Float(headDim).squareRoot()
+            state.cache.keys.withUnsafeBufferPointer { keysBuf in
+            state.cache.values.withUnsafeBufferPointer { valuesBuf in
+            state.cache.positions.withUnsafeBufferPointer { positions in
+            state.scores.withUnsafeMutableBufferPointer { scoresBuf in
+            state.attended.withUnsafeMutableBufferPointer { attendedBuf in
+                let keys = keysBuf.baseAddress!, values = valuesBuf.baseAddress!
+                let scores = scoresBuf.baseAddress!, attended = attendedBuf.baseAddress!
+                for t in 0..<steps {
+                    let queryPosition = start + t
+                    for h in 0..<numHeads {
+                        let q = qkv + t * 3 * d + h * headDim
+                        var maxScore = -Float.infinity
+                        for slot in 0..<capacity {
+                            let p = positions[slot]
+                            let delta = queryPosition - p
+                            if p < 0 || delta < 0 || (context.map { delta >= $0 } ?? false) {
+                                scores[slot] = -Float.infinity
+                                continue
+                            }
+                            let s = Kernels.dot(q, keys + slot * d + h * headDim, count: headDim) * scale
+                            scores[slot] = s
+                            maxScore = max(maxScore, s)
+                        }
+                        let out = attended + t * d + h * headDim
+                        out.update(repeating: 0, count: headDim)
+                        var total: Float = 0
+                        for slot in 0..<capacity where scores[slot] > -Float.infinity {
+                            let w = expf(scores[slot] - maxScore)
+                            total += w
+                            Kernels.axpy(w, values + slot * d + h * headDim, out, count: headDim)
+                        }
+                        if total > 0 {
+                            let inv = 1 / total
+                            for i in 0..<headDim { out[i] *= inv }
+                        }
+                    }
+                }
+                if perStep {
+                    for t in 0..<steps {
+                        outProjs[min(start + t, outProjs.count - 1)].apply(attended + t * d, into: output + t * d)
+                    }
+                } else {
+                    outProjs[0].apply(rows: attended, steps: steps, into: output)
+                }
+            }
+            }
+            }
+            }
+            }
+        }
+        state.offset += steps
+    }
+}
