@@ -31,15 +31,19 @@ let package = Package(
         // No I/O, no threads: tensors, kernels, weights, the models.
         .target(name: "DuplexCore", dependencies: ["CBLAS"], swiftSettings: optimized),
 
+        // PCM formats, WAV, ring buffers, ALSA devices, resampling.
+        .target(name: "DuplexAudio", dependencies: ["CALSA"], swiftSettings: optimized),
+
         .executableTarget(
             name: "duplex",
             dependencies: [
-                "DuplexCore", "CBLAS", "CALSA", "COpus", "COgg",
+                "DuplexCore", "DuplexAudio", "CBLAS", "CALSA", "COpus", "COgg",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: optimized),
 
         .testTarget(name: "DuplexCoreTests", dependencies: ["DuplexCore"],
                     resources: [.copy("Fixtures")]),
+        .testTarget(name: "DuplexAudioTests", dependencies: ["DuplexAudio"]),
     ]
 )
