@@ -28,6 +28,9 @@ let package = Package(
         .systemLibrary(name: "COgg", pkgConfig: "ogg",
                        providers: [.apt(["libogg-dev"])]),
 
+        // Heap-allocation counter for benchmarks (interposes malloc in the executable only).
+        .target(name: "CAllocCounter"),
+
         // No I/O, no threads: tensors, kernels, weights, the models.
         .target(name: "DuplexCore", dependencies: ["CBLAS"], swiftSettings: optimized),
 
@@ -37,7 +40,7 @@ let package = Package(
         .executableTarget(
             name: "duplex",
             dependencies: [
-                "DuplexCore", "DuplexAudio", "CBLAS", "CALSA", "COpus", "COgg",
+                "DuplexCore", "DuplexAudio", "CAllocCounter", "CBLAS", "CALSA", "COpus", "COgg",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: optimized),
