@@ -37,10 +37,13 @@ let package = Package(
         // PCM formats, WAV, ring buffers, ALSA devices, resampling.
         .target(name: "DuplexAudio", dependencies: ["CALSA"], swiftSettings: optimized),
 
+        // Kyutai's websocket protocol, Ogg/Opus streaming.
+        .target(name: "DuplexServer", dependencies: ["COpus", "COgg"], swiftSettings: optimized),
+
         .executableTarget(
             name: "duplex",
             dependencies: [
-                "DuplexCore", "DuplexAudio", "CAllocCounter", "CBLAS", "CALSA", "COpus", "COgg",
+                "DuplexCore", "DuplexAudio", "DuplexServer", "CAllocCounter", "CBLAS", "CALSA", "COpus", "COgg",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: optimized),
@@ -48,5 +51,6 @@ let package = Package(
         .testTarget(name: "DuplexCoreTests", dependencies: ["DuplexCore"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "DuplexAudioTests", dependencies: ["DuplexAudio"]),
+        .testTarget(name: "DuplexServerTests", dependencies: ["DuplexServer"]),
     ]
 )
