@@ -37,13 +37,16 @@ let package = Package(
         // PCM formats, WAV, ring buffers, ALSA devices, resampling.
         .target(name: "DuplexAudio", dependencies: ["CALSA"], swiftSettings: optimized),
 
+        // Sessions, the frame pipeline, the frame clock, latency accounting.
+        .target(name: "DuplexEngine", dependencies: ["DuplexCore", "DuplexAudio"], swiftSettings: optimized),
+
         // Kyutai's websocket protocol, Ogg/Opus streaming.
-        .target(name: "DuplexServer", dependencies: ["COpus", "COgg"], swiftSettings: optimized),
+        .target(name: "DuplexServer", dependencies: ["DuplexEngine", "COpus", "COgg"], swiftSettings: optimized),
 
         .executableTarget(
             name: "duplex",
             dependencies: [
-                "DuplexCore", "DuplexAudio", "DuplexServer", "CAllocCounter", "CBLAS", "CALSA", "COpus", "COgg",
+                "DuplexCore", "DuplexAudio", "DuplexEngine", "DuplexServer", "CAllocCounter", "CBLAS", "CALSA", "COpus", "COgg",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: optimized),
@@ -51,6 +54,7 @@ let package = Package(
         .testTarget(name: "DuplexCoreTests", dependencies: ["DuplexCore"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "DuplexAudioTests", dependencies: ["DuplexAudio"]),
+        .testTarget(name: "DuplexEngineTests", dependencies: ["DuplexEngine"]),
         .testTarget(name: "DuplexServerTests", dependencies: ["DuplexServer"]),
     ]
 )
