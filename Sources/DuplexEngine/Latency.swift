@@ -16,7 +16,7 @@ public struct MonotonicClock: FrameClock {
 }
 
 /// Per-frame timestamps (design.md §6). Zero means "not reached".
-public struct FrameTimestamps: Sendable, Equatable {
+public struct FrameTimestamps: Sendable, Equatable, BitwiseCopyable {
     /// First and last input sample of the frame captured (mic), or read (pipe/file).
     public var inputStart: UInt64 = 0
     public var inputEnd: UInt64 = 0

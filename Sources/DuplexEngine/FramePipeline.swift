@@ -1,0 +1,222 @@
+import DuplexAudio
+import Foundation
+
+/// What turns one input frame into one output frame: the Session (Mimi + LM), or a stand-in in tests.
+/// Called on the model thread only.
+public protocol FrameProcessor: AnyObject {
+    var frameSize: Int { get }
+    /// Consumes `frameSize` input samples and writes exactly `frameSize` output samples (silence
+    /// while the model has nothing to say yet). Stamps `encoded`/`temporalDone`/`lmDone`/`decoded`.
+    /// Returns the text token the model emitted with this output, if any (for display).
+    func process(_ input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                 stamps: inout FrameTimestamps, clock: any FrameClock) -> Int32?
+}
+
+/// Capture → model → playback, joined by lock-free SPSC rings (design.md §3.6). Every method is
+/// non-blocking and belongs to one thread: `capture` to the capture thread, `step` to the model
+/// thread, `playback` to the playback thread, `drainFinished` to whoever reports. Live modes run
+/// each on its own thread; tests drive them in virtual time. Input frame o always produces output
+/// frame o: the streams never drift apart, even across stalls.
+public final class FramePipeline: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var frameSize = 1920
+        public var sampleRate = 24_000
+        /// Frames each ring can hold before the producer must drop.
+        public var ringFrames = 64
+        /// Output frames allowed to wait when playback starts a new one. In steady state exactly one
+        /// is ready (the next input frame is still being captured), so more means the model fell
+        /// behind: the oldest are dropped and latency returns to normal instead of staying inflated.
+        public var maxQueuedOutputFrames = 1
+        /// Longest a decoded frame may wait for playback before its stale beginning is skipped.
+        /// Must exceed the playback period (a frame may always wait up to one period). After a stall
+        /// playback restarts at an arbitrary phase; trimming once restores the normal latency.
+        public var maxOutputWait: UInt64 = 30_000_000
+        public init() {}
+    }
+
+    public struct Counters: Sendable, Equatable {
+        /// Playback found no audio after output had started (the model was late).
+        public var underruns = 0
+        /// Capture found the ring full (the model fell too far behind); samples dropped.
+        public var overruns = 0
+        /// Output frames dropped, and samples trimmed from late frames, to bring latency back after a stall.
+        public var droppedOutputFrames = 0
+        public var trimmedOutputSamples = 0
+        public var framesProcessed = 0
+        public var framesPlayed = 0
+    }
+
+    public let configuration: Configuration
+    private let processor: FrameProcessor
+    private let clock: any FrameClock
+    private let captureRing: SPSCRing<Float>
+    private let captureStamps: SPSCRing<FrameTimestamps>
+    private let playbackRing: SPSCRing<Float>
+    private let playbackStamps: SPSCRing<FrameTimestamps>
+    private let textRing: SPSCRing<TextEvent>
+    private let finishedRing: SPSCRing<FrameTimestamps>
+
+    // Capture-thread state.
+    private var captureFill = 0
+    private var pendingStamps = FrameTimestamps()
+    // Model-thread state.
+    private var inputFrame: [Float]
+    private var outputFrame: [Float]
+    // Playback-thread state.
+    private var playing = FrameTimestamps()
+    private var playingRemaining = 0
+    private var started = false
+    // Counters are written by their owning threads; read them after the threads stop.
+    public private(set) var counters = Counters()
+
+    public struct TextEvent: Sendable, BitwiseCopyable {
+        public var frame: Int
+        public var token: Int32
+    }
+
+    public init(processor: FrameProcessor, clock: any FrameClock = MonotonicClock(), configuration: Configuration = Configuration()) {
+        self.processor = processor
+        self.clock = clock
+        self.configuration = configuration
+        let samples = configuration.frameSize * configuration.ringFrames
+        captureRing = SPSCRing(minimumCapacity: samples, zero: 0)
+        captureStamps = SPSCRing(minimumCapacity: configuration.ringFrames, zero: FrameTimestamps())
+        playbackRing = SPSCRing(minimumCapacity: samples, zero: 0)
+        playbackStamps = SPSCRing(minimumCapacity: configuration.ringFrames, zero: FrameTimestamps())
+        textRing = SPSCRing(minimumCapacity: 256, zero: TextEvent(frame: 0, token: 0))
+        finishedRing = SPSCRing(minimumCapacity: 4 * configuration.ringFrames, zero: FrameTimestamps())
+        inputFrame = [Float](repeating: 0, count: configuration.frameSize)
+        outputFrame = inputFrame
+    }
+
+    private var frameNanoseconds: UInt64 {
+        UInt64(configuration.frameSize) * 1_000_000_000 / UInt64(configuration.sampleRate)
+    }
+
+    // MARK: capture thread
+
+    /// Hands over `count` captured samples whose last one was captured at `time`. With
+    /// `live == false` (files, pipes read as fast as possible) a frame's start is the moment its
+    /// first sample arrived rather than one frame duration before its end.
+    public func capture(_ samples: UnsafePointer<Float>, count: Int, at time: UInt64, live: Bool = true) {
+        let frame = configuration.frameSize
+        var offset = 0
+        while offset < count {
+            if captureFill == 0 && !live { pendingStamps.inputStart = time }
+            let n = min(count - offset, frame - captureFill)
+            // A frame goes in whole or not at all, so the rings never lose frame alignment.
+            if captureFill == 0 && (captureRing.availableToWrite < frame || captureStamps.availableToWrite < 1) {
+                counters.overruns += 1
+                offset += n
+                continue
+            }
+            captureRing.write(samples + offset, count: n)
+            captureFill += n
+            offset += n
+            if captureFill == frame {
+                let samplesAfter = UInt64(count - offset) * 1_000_000_000 / UInt64(configuration.sampleRate)
+                pendingStamps.inputEnd = time - min(time, samplesAfter)
+                if live { pendingStamps.inputStart = pendingStamps.inputEnd - min(pendingStamps.inputEnd, frameNanoseconds) }
+                withUnsafePointer(to: &pendingStamps) { _ = captureStamps.write($0, count: 1) }
+                pendingStamps = FrameTimestamps()
+                captureFill = 0
+            }
+        }
+    }
+
+    // MARK: model thread
+
+    /// Processes one frame if one is waiting; returns false when there was none.
+    @discardableResult
+    public func step() -> Bool {
+        guard captureStamps.availableToRead > 0 else { return false }
+        var stamps = FrameTimestamps()
+        withUnsafeMutablePointer(to: &stamps) { _ = captureStamps.read(into: $0, count: 1) }
+        stamps.dequeued = clock.now()
+        inputFrame.withUnsafeMutableBufferPointer { input in
+            _ = captureRing.read(into: input.baseAddress!, count: configuration.frameSize)
+            outputFrame.withUnsafeMutableBufferPointer { output in
+                if let token = processor.process(input.baseAddress!, output: output.baseAddress!, stamps: &stamps, clock: clock) {
+                    var event = TextEvent(frame: counters.framesProcessed, token: token)
+                    withUnsafePointer(to: &event) { _ = textRing.write($0, count: 1) }
+                }
+                if playbackRing.availableToWrite >= configuration.frameSize && playbackStamps.availableToWrite >= 1 {
+                    playbackRing.write(output.baseAddress!, count: configuration.frameSize)
+                    withUnsafePointer(to: &stamps) { _ = playbackStamps.write($0, count: 1) }
+                } else {
+                    counters.droppedOutputFrames += 1
+                }
+            }
+        }
+        counters.framesProcessed += 1
+        return true
+    }
+
+    // MARK: playback thread
+
+    /// Fills `count` samples for the device at `time`; `deviceDelay` is how long the device will
+    /// take to play what it already holds. Plays silence (and counts an underrun) when the model
+    /// is late; drops whole old frames when too many are queued, so latency recovers.
+    public func playback(into out: UnsafeMutablePointer<Float>, count: Int, at time: UInt64, deviceDelay: UInt64 = 0) {
+        var filled = 0
+        while filled < count {
+            if playingRemaining == 0 {
+                // Catch up: keep at most maxQueuedOutputFrames waiting.
+                while playbackStamps.availableToRead > configuration.maxQueuedOutputFrames {
+                    var stale = FrameTimestamps()
+                    withUnsafeMutablePointer(to: &stale) { _ = playbackStamps.read(into: $0, count: 1) }
+                    playbackRing.skip(configuration.frameSize)
+                    counters.droppedOutputFrames += 1
+                }
+                guard playbackStamps.availableToRead > 0 else { break }
+                withUnsafeMutablePointer(to: &playing) { _ = playbackStamps.read(into: $0, count: 1) }
+                let offsetTime = UInt64(filled) * 1_000_000_000 / UInt64(configuration.sampleRate)
+                playing.outputStart = time + offsetTime
+                playing.deviceBuffer = deviceDelay
+                playingRemaining = configuration.frameSize
+                if playing.decoded > 0, playing.outputStart > playing.decoded + configuration.maxOutputWait {
+                    let late = playing.outputStart - playing.decoded - configuration.maxOutputWait
+                    let trim = min(configuration.frameSize - 1, Int(late * UInt64(configuration.sampleRate) / 1_000_000_000))
+                    playbackRing.skip(trim)
+                    playingRemaining -= trim
+                    counters.trimmedOutputSamples += trim
+                }
+                started = true
+                counters.framesPlayed += 1
+                withUnsafePointer(to: &playing) { _ = finishedRing.write($0, count: 1) }
+            }
+            let n = min(count - filled, playingRemaining)
+            let got = playbackRing.read(into: out + filled, count: n)
+            filled += got
+            playingRemaining -= got
+            if got < n { break }
+        }
+        if filled < count {
+            (out + filled).update(repeating: 0, count: count - filled)
+            if started { counters.underruns += 1 }
+        }
+    }
+
+    // MARK: reporting thread
+
+    /// Frames whose response started playing since the last call, in order.
+    public func drainFinished(_ body: (FrameTimestamps) -> Void) {
+        var stamps = FrameTimestamps()
+        while finishedRing.availableToRead > 0 {
+            withUnsafeMutablePointer(to: &stamps) { _ = finishedRing.read(into: $0, count: 1) }
+            body(stamps)
+        }
+    }
+
+    /// Text tokens emitted since the last call, with the frame that carried them.
+    public func drainText(_ body: (TextEvent) -> Void) {
+        var event = TextEvent(frame: 0, token: 0)
+        while textRing.availableToRead > 0 {
+            withUnsafeMutablePointer(to: &event) { _ = textRing.read(into: $0, count: 1) }
+            body(event)
+        }
+    }
+
+    /// Frames waiting for the model (a lag indicator).
+    public var queuedInputFrames: Int { captureStamps.availableToRead }
+}
