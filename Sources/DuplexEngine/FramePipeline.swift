@@ -217,6 +217,9 @@ public final class FramePipeline: @unchecked Sendable {
         }
     }
 
-    /// Frames waiting for the model (a lag indicator).
+    /// Frames waiting for the model (a lag indicator). Safe from any thread.
     public var queuedInputFrames: Int { captureStamps.availableToRead }
+
+    /// Answered frames waiting for playback. Safe from any thread.
+    public var queuedOutputFrames: Int { playbackStamps.availableToRead }
 }
