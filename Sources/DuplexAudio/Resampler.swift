@@ -106,7 +106,7 @@ public final class Resampler: @unchecked Sendable {
                 let keep = position / up
                 if keep > 0 {
                     let remaining = historyCount - keep
-                    if remaining > 0 { h.baseAddress!.update(from: h.baseAddress! + keep, count: remaining) }
+                    if remaining > 0 { memmove(h.baseAddress!, h.baseAddress! + keep, remaining * MemoryLayout<Float>.stride) }
                     historyCount = max(0, remaining)
                     position -= keep * up
                 }

@@ -6,7 +6,7 @@ import Synchronization
 /// (or flat out), plays the answers out in real time on a virtual or real device, and reports
 /// every term of the mic-to-speaker latency, the real-time factor, deadline misses, allocations
 /// and memory. Capture, model and playback run on their own threads, as in `talk`.
-public final class BenchRunner: @unchecked Sendable {
+public final class LiveRunner: @unchecked Sendable {
     public struct Options: Sendable {
         public var frames = 250
         /// Frames not counted (warm-up: caches, first allocations, page faults).
@@ -54,11 +54,20 @@ public final class BenchRunner: @unchecked Sendable {
         self.allocationCount = allocationCount
     }
 
-    public func run(device: Device? = nil) throws -> Report {
+    /// Runs `options.frames` frames (after warm-up), or until `shouldStop` says so. `onTick` runs
+    /// on the calling thread about every 10 ms (status lines, text, meters): the audio and model
+    /// threads never wait for it.
+    public func run(device: Device? = nil, shouldStop: () -> Bool = { false },
+                    onTick: (FramePipeline, [FrameTimestamps]) -> Void = { _, _ in }) throws -> Report {
         var configuration = FramePipeline.Configuration()
         configuration.maxOutputWait = UInt64(options.periodFrames) * 1_000_000_000 / 24_000 + 10_000_000
+        if !options.realtime && device == nil {
+            // Flat out there is no speaker clock to keep up with: nothing is late, nothing is dropped.
+            configuration.maxQueuedOutputFrames = Int.max
+            configuration.maxOutputWait = UInt64.max / 2
+        }
         let pipeline = FramePipeline(processor: processor, clock: clock, configuration: configuration)
-        let total = options.frames + options.warmupFrames
+        let total = options.frames == Int.max ? Int.max / 2 : options.frames + options.warmupFrames
         let frameSize = processor.frameSize
         let period = options.periodFrames
         let periodNanoseconds = UInt64(period) * 1_000_000_000 / 24_000
@@ -76,7 +85,7 @@ public final class BenchRunner: @unchecked Sendable {
             var position = 0
             var delivered = 0
             var next = start
-            while !stop.isSet && delivered < total * frameSize {
+            while !stop.isSet && delivered / frameSize < total {
                 if let device {
                     do { guard try buffer.withUnsafeMutableBufferPointer({ try device.capture(into: $0.baseAddress!, frames: period) }) else { break } } catch {
                         failure.set(error); break
@@ -100,9 +109,10 @@ public final class BenchRunner: @unchecked Sendable {
                 if !pipeline.step() { _ = wake.wait(timeout: .now() + .milliseconds(5)) }
             }
         }
-        // Speaker: one period at a time, at wall-clock pace.
+        // Speaker: one period at a time, at wall-clock pace (flat out: a whole frame as soon as it is ready).
+        let playbackPeriod = (realtime || device != nil) ? period : frameSize
         let playbackThread = Thread {
-            var buffer = [Float](repeating: 0, count: period)
+            var buffer = [Float](repeating: 0, count: playbackPeriod)
             var next = start
             while !stop.isSet {
                 if device == nil {
@@ -110,9 +120,9 @@ public final class BenchRunner: @unchecked Sendable {
                 }
                 next += periodNanoseconds
                 let delay = device?.outputDelay ?? 0
-                buffer.withUnsafeMutableBufferPointer { pipeline.playback(into: $0.baseAddress!, count: period, at: clock.now(), deviceDelay: delay) }
+                buffer.withUnsafeMutableBufferPointer { pipeline.playback(into: $0.baseAddress!, count: playbackPeriod, at: clock.now(), deviceDelay: delay) }
                 if let device {
-                    do { try buffer.withUnsafeBufferPointer { try device.play($0.baseAddress!, frames: period) } } catch { failure.set(error); break }
+                    do { try buffer.withUnsafeBufferPointer { try device.play($0.baseAddress!, frames: playbackPeriod) } } catch { failure.set(error); break }
                 }
             }
         }
@@ -121,19 +131,21 @@ public final class BenchRunner: @unchecked Sendable {
         playbackThread.qualityOfService = .userInteractive
 
         var finished: [FrameTimestamps] = []
-        finished.reserveCapacity(total + 8)
+        finished.reserveCapacity(min(total, 1 << 16) + 8)
         var allocationsAtWarm: UInt64 = 0
         captureThread.start()
         modelThread.start()
         playbackThread.start()
         let began = Date()
-        let deadline = Date().addingTimeInterval(Double(total) * 0.08 * (realtime ? 1.5 : 50) + 30)
-        while finished.count < total && Date() < deadline && failure.error == nil {
+        let deadline = Date().addingTimeInterval(min(1e9, Double(total) * 0.08 * (realtime ? 1.5 : 50) + 30))
+        while finished.count < total && Date() < deadline && failure.error == nil && !shouldStop() {
             usleep(10_000)
+            let before = finished.count
             pipeline.drainFinished { stamps in
                 finished.append(stamps)
                 if finished.count == options.warmupFrames { allocationsAtWarm = allocationCount() }
             }
+            onTick(pipeline, Array(finished[max(0, before - 1)...]))
         }
         let allocationsAtEnd = allocationCount()
         let framesCounted = max(1, finished.count - options.warmupFrames)
