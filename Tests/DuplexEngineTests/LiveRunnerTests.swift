@@ -1,3 +1,4 @@
+import Foundation
 import DuplexEngine
 import XCTest
 
@@ -27,5 +28,31 @@ final class LiveRunnerTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(p50, 159)
         XCTAssertLessThan(p50, 160 + 20 + 30)
         XCTAssertEqual(report.stages.first { $0.name == "encode" }?.values.count, 19)
+    }
+}
+
+final class BenchReportTests: XCTestCase {
+    func testJSONCarriesTheAgreedKeysAndParses() throws {
+        var options = LiveRunner.Options()
+        options.frames = 12
+        options.warmupFrames = 1
+        options.realtime = false
+        let report = try LiveRunner(processor: EchoProcessor(), signal: [], options: options).run()
+        let object = try JSONSerialization.jsonObject(with: Data(report.json().utf8)) as? [String: Any]
+        let json = try XCTUnwrap(object)
+        for key in ["latency_ms", "stages_ms", "real_time_factor", "deadline_misses", "allocations_per_frame", "peak_rss_bytes", "frames"] {
+            XCTAssertNotNil(json[key], key)
+        }
+        let latency = try XCTUnwrap(json["latency_ms"] as? [String: Any])
+        for key in ["p50", "p95", "p99", "max"] { XCTAssertNotNil(latency[key] as? Double, key) }
+        let stages = try XCTUnwrap(json["stages_ms"] as? [String: [String: Any]])
+        XCTAssertNotNil(stages["encode"]?["p95"] as? Double)
+        XCTAssertEqual(json["frames"] as? Int, report.frames)
+
+        let svg = report.svg(title: "test <run>")
+        XCTAssertTrue(svg.hasPrefix("<svg"))
+        XCTAssertTrue(svg.contains("test &lt;run&gt;"))
+        XCTAssertTrue(svg.contains("<polyline"))
+        XCTAssertTrue(report.table(title: "t").contains("mic→speaker"))
     }
 }

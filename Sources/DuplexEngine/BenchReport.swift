@@ -1,0 +1,94 @@
+import Foundation
+
+/// How a harness run is shown: a table for people, JSON for machines, SVG for eyes.
+extension LiveRunner.Report {
+    /// JSON with the keys tools rely on: latency_ms {p50,p95,p99,max}, stages_ms {stage: {p50,p95}},
+    /// real_time_factor, deadline_misses, allocations_per_frame, peak_rss_bytes, frames (+ counters).
+    public func json(extra: [String: String] = [:]) -> String {
+        func n(_ v: Double) -> String { v.isFinite ? String(format: "%.3f", v) : "null" }
+        var stageParts: [String] = []
+        for (name, values) in stages {
+            stageParts.append("\"\(name)\": {\"p50\": \(n(values.percentile(50))), \"p95\": \(n(values.percentile(95))), \"p99\": \(n(values.percentile(99))), \"mean\": \(n(values.mean))}")
+        }
+        var fields = [
+            "\"frames\": \(frames)",
+            "\"latency_ms\": {\"p50\": \(n(latency.percentile(50))), \"p95\": \(n(latency.percentile(95))), \"p99\": \(n(latency.percentile(99))), \"max\": \(n(latency.maximum)), \"mean\": \(n(latency.mean))}",
+            "\"stages_ms\": {\(stageParts.joined(separator: ", "))}",
+            "\"real_time_factor\": \(n(realTimeFactor))",
+            "\"deadline_misses\": \(deadlineMisses)",
+            "\"allocations_per_frame\": \(n(allocationsPerFrame))",
+            "\"peak_rss_bytes\": \(peakRSSBytes)",
+            "\"underruns\": \(counters.underruns)",
+            "\"overruns\": \(counters.overruns)",
+            "\"dropped_output_frames\": \(counters.droppedOutputFrames)",
+            "\"wall_seconds\": \(n(wallSeconds))",
+        ]
+        for (k, v) in extra.sorted(by: { $0.key < $1.key }) { fields.append("\"\(k)\": \"\(v)\"") }
+        return "{\n  " + fields.joined(separator: ",\n  ") + "\n}\n"
+    }
+
+    /// The table for people.
+    public func table(title: String) -> String {
+        func f(_ v: Double) -> String { String(format: "%8.1f", v) }
+        var lines = [title, ""]
+        lines.append("stage (ms)          p50      p95      p99     mean")
+        for (name, v) in stages {
+            lines.append(name.padding(toLength: 16, withPad: " ", startingAt: 0) + f(v.percentile(50)) + " " + f(v.percentile(95)) + " " + f(v.percentile(99)) + " " + f(v.mean))
+        }
+        lines.append("mic→speaker     " + f(latency.percentile(50)) + " " + f(latency.percentile(95)) + " " + f(latency.percentile(99)) + " " + f(latency.mean) + "   max " + String(format: "%.1f", latency.maximum))
+        lines.append("")
+        lines.append("frames measured        \(frames)")
+        lines.append(String(format: "real-time factor       %.3f  (model compute ÷ audio time; < 1 keeps up)", realTimeFactor))
+        lines.append("deadline misses        \(deadlineMisses)  (frames whose compute exceeded 80 ms)")
+        lines.append("underruns / overruns   \(counters.underruns) / \(counters.overruns)   dropped frames \(counters.droppedOutputFrames)")
+        lines.append(String(format: "allocations per frame  %.2f", allocationsPerFrame))
+        lines.append(String(format: "peak RSS               %.1f MiB", Double(peakRSSBytes) / 1_048_576))
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Latency per frame over time (left) and its histogram (right), as a standalone SVG.
+    public func svg(title: String) -> String {
+        let width = 960.0, height = 360.0, pad = 40.0
+        let plotW = 600.0, histX = pad + plotW + 60, histW = width - histX - 20
+        let values = totals
+        let maxV = max(200, (values.max() ?? 200) * 1.1)
+        func y(_ v: Double) -> Double { height - pad - (v / maxV) * (height - 2 * pad) }
+        var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"11\">\n"
+        svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        svg += "<text x=\"\(pad)\" y=\"18\" font-size=\"13\">\(escape(title))</text>\n"
+        // Axes and guide lines (the 160 ms algorithmic floor and the 200 ms budget).
+        svg += "<line x1=\"\(pad)\" y1=\"\(height - pad)\" x2=\"\(pad + plotW)\" y2=\"\(height - pad)\" stroke=\"black\"/>\n"
+        svg += "<line x1=\"\(pad)\" y1=\"\(pad)\" x2=\"\(pad)\" y2=\"\(height - pad)\" stroke=\"black\"/>\n"
+        for (v, color, label) in [(160.0, "#888", "160 ms floor"), (200.0, "#c33", "200 ms budget")] {
+            svg += "<line x1=\"\(pad)\" y1=\"\(y(v))\" x2=\"\(pad + plotW)\" y2=\"\(y(v))\" stroke=\"\(color)\" stroke-dasharray=\"4 3\"/>\n"
+            svg += "<text x=\"\(pad + plotW - 80)\" y=\"\(y(v) - 3)\" fill=\"\(color)\">\(label)</text>\n"
+        }
+        for tick in stride(from: 0.0, through: maxV, by: maxV > 600 ? 200 : 50) {
+            svg += "<text x=\"4\" y=\"\(y(tick) + 4)\">\(Int(tick))</text>\n"
+        }
+        svg += "<text x=\"\(pad + plotW / 2 - 60)\" y=\"\(height - 10)\">frame (80 ms each) → latency ms</text>\n"
+        if values.count > 1 {
+            let points = values.enumerated().map { i, v in
+                String(format: "%.1f,%.1f", pad + Double(i) / Double(values.count - 1) * plotW, y(v))
+            }.joined(separator: " ")
+            svg += "<polyline fill=\"none\" stroke=\"#1f6fb2\" stroke-width=\"1.2\" points=\"\(points)\"/>\n"
+        }
+        // Histogram, horizontal bars on the same latency axis.
+        let bins = 40
+        var counts = [Int](repeating: 0, count: bins)
+        for v in values { counts[min(bins - 1, Int(v / maxV * Double(bins)))] += 1 }
+        let maxCount = max(1, counts.max() ?? 1)
+        let binH = (height - 2 * pad) / Double(bins)
+        for (i, c) in counts.enumerated() where c > 0 {
+            let w = Double(c) / Double(maxCount) * histW
+            svg += String(format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#1f6fb2\"/>\n", histX, height - pad - Double(i + 1) * binH, w, binH - 0.5)
+        }
+        svg += "<text x=\"\(histX)\" y=\"\(height - 10)\">histogram (frames)</text>\n"
+        svg += "</svg>\n"
+        return svg
+    }
+
+    private func escape(_ s: String) -> String {
+        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+    }
+}
