@@ -27,7 +27,8 @@ public enum Kernels {
     ) {
         guard m > 0, n > 0 else { return }
         if k == 0 {
-            if !accumulate { c.update(repeating: 0, count: m * (ldc ?? n)) }
+            // An empty sum; only the m×n block is C's, the rest of each ldc-wide row is not ours.
+            if !accumulate { for i in 0..<m { (c + i * (ldc ?? n)).update(repeating: 0, count: n) } }
             return
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
@@ -38,16 +39,18 @@ public enum Kernels {
 
     public static func matmulNaive(
         _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
-        m: Int, n: Int, k: Int, transposeB: Bool = false, accumulate: Bool = false
+        m: Int, n: Int, k: Int, transposeB: Bool = false, accumulate: Bool = false,
+        lda: Int? = nil, ldb: Int? = nil, ldc: Int? = nil
     ) {
+        let (lda, ldb, ldc) = (lda ?? k, ldb ?? (transposeB ? k : n), ldc ?? n)
         for i in 0..<m {
             for j in 0..<n {
                 var sum: Double = 0
                 for p in 0..<k {
-                    let bv = transposeB ? b[j * k + p] : b[p * n + j]
-                    sum += Double(a[i * k + p]) * Double(bv)
+                    let bv = transposeB ? b[j * ldb + p] : b[p * ldb + j]
+                    sum += Double(a[i * lda + p]) * Double(bv)
                 }
-                c[i * n + j] = (accumulate ? c[i * n + j] : 0) + Float(sum)
+                c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0) + Float(sum)
             }
         }
     }
@@ -132,6 +135,12 @@ public enum Kernels {
     @inline(__always)
     public static func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
         for i in 0..<count { y[i] += alpha * x[i] }
+    }
+
+    public static func dotNaive(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+        var sum: Double = 0
+        for i in 0..<count { sum += Double(a[i]) * Double(b[i]) }
+        return Float(sum)
     }
 }
 
