@@ -45,5 +45,8 @@ let package = Package(
         .testTarget(name: "DuplexCoreTests", dependencies: ["DuplexCore"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "DuplexAudioTests", dependencies: ["DuplexAudio"]),
+        // Runs the built `duplex` binary end to end (exit codes, stdout/stderr); it needs no import
+        // of the executable, only the files DuplexCore writes.
+        .testTarget(name: "DuplexCLITests", dependencies: ["DuplexCore"]),
     ]
 )
