@@ -82,6 +82,12 @@ public enum Kernels {
     /// y[rows] (+)= W[rows, cols] · x[cols] with W stored as bf16 bits. Each weight is read once
     /// and widened in registers: a batch-1 LM step is bound by how fast weight bytes stream in,
     /// and bf16 halves that traffic against f32.
+    ///
+    /// Two bf16 values are read as one UInt32: the even element widens as `u << 16`, the odd one as
+    /// `u & 0xFFFF0000`, so no 16→32-bit lane conversion is needed; x is split into its even and odd
+    /// lanes to match. Products are multiply-then-add, not `addProduct`: the build targets baseline
+    /// x86-64, which has no FMA instruction, so a SIMD fused multiply-add becomes one `fmaf` call
+    /// per lane (measured 10× slower).
     public static func matvecBF16(
         _ w: UnsafePointer<UInt16>, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
         rows: Int, cols: Int, accumulate: Bool = false
@@ -89,16 +95,16 @@ public enum Kernels {
         let vectorCols = cols & ~15
         for r in 0..<rows {
             let row = w + r * cols
-            var acc0 = SIMD16<Float>()
+            var even = SIMD8<Float>(), odd = SIMD8<Float>()
             var c = 0
             while c < vectorCols {
-                let bits = UnsafeRawPointer(row + c).loadUnaligned(as: SIMD16<UInt16>.self)
-                let wv = unsafeBitCast(SIMD16<UInt32>(truncatingIfNeeded: bits) &<< 16, to: SIMD16<Float>.self)
+                let pairs = UnsafeRawPointer(row + c).loadUnaligned(as: SIMD8<UInt32>.self)
                 let xv = UnsafeRawPointer(x + c).loadUnaligned(as: SIMD16<Float>.self)
-                acc0.addProduct(wv, xv)
+                even += unsafeBitCast(pairs &<< 16, to: SIMD8<Float>.self) * xv.evenHalf
+                odd += unsafeBitCast(pairs & 0xFFFF_0000, to: SIMD8<Float>.self) * xv.oddHalf
                 c += 16
             }
-            var sum = acc0.sum()
+            var sum = (even + odd).sum()
             while c < cols { sum += HalfPrecision.bf16ToFloat(row[c]) * x[c]; c += 1 }
             y[r] = accumulate ? y[r] + sum : sum
         }
@@ -122,8 +128,9 @@ public enum Kernels {
         var acc = SIMD8<Float>()
         var i = 0
         while i + 8 <= count {
-            acc.addProduct(UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self),
-                           UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self))
+            // Multiply then add: see matvecBF16 for why not `addProduct`.
+            acc += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self)
+                * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
             i += 8
         }
         var sum = acc.sum()
