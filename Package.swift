@@ -64,5 +64,8 @@ let package = Package(
         .testTarget(name: "DuplexAudioTests", dependencies: ["DuplexAudio"]),
         .testTarget(name: "DuplexEngineTests", dependencies: ["DuplexEngine"]),
         .testTarget(name: "DuplexServerTests", dependencies: ["DuplexServer"]),
+        // Runs the built `duplex` binary end to end (exit codes, stdout/stderr); it needs no import
+        // of the executable, only the files DuplexCore writes.
+        .testTarget(name: "DuplexCLITests", dependencies: ["DuplexCore"]),
     ]
 )

@@ -16,11 +16,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# tools/env.sh (sourced by every script) finds a toolchain at /opt/swift, so only its absence is news.
+. "$(dirname "$0")/env.sh"
 if ! command -v swift >/dev/null 2>&1; then
-    if [ -x /opt/swift/usr/bin/swift ]; then
-        echo "setup: swift is at /opt/swift/usr/bin (add it to PATH)" >&2
-    else
-        echo "setup: no Swift toolchain found: install Swift 6.x (https://swift.org/install)" >&2
-        exit 1
-    fi
+    echo "setup: no Swift toolchain found on PATH or in /opt/swift: install Swift 6.x (https://swift.org/install)" >&2
+    exit 1
 fi

@@ -23,7 +23,7 @@ struct Info: ParsableCommand {
         }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: model, isDirectory: &isDirectory) else {
-            throw ValidationError("no such file or folder: \(model)")
+            throw CLIError("\(model): no such file or folder")
         }
         if isDirectory.boolValue {
             try describeFolder(model)
@@ -44,14 +44,22 @@ struct Info: ParsableCommand {
         print("  Ogg library:      \(oggOK ? "linked" : "failed to initialise")")
     }
 
+    /// Describes every weight file of the folder, going on past a bad one so a user sees all
+    /// of them; fails at the end if any could not be read.
     private func describeFolder(_ path: String) throws {
-        let files = try FileManager.default.contentsOfDirectory(atPath: path).sorted()
+        let files: [String]
+        do {
+            files = try FileManager.default.contentsOfDirectory(atPath: path).sorted()
+        } catch {
+            throw CLIError("\(path): cannot list the folder (\(error.localizedDescription))")
+        }
         print("model folder \(path)")
+        var failures = 0
         let configPath = (path as NSString).appendingPathComponent("config.json")
         if files.contains("config.json") {
-            let data = try Data(contentsOf: URL(fileURLWithPath: configPath))
-            guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-                throw ValidationError("\(configPath): not a JSON object")
+            guard let data = FileManager.default.contents(atPath: configPath),
+                  let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                throw CLIError("\(configPath): not a readable JSON object")
             }
             print("  config.json: \(object.count) keys")
             for key in ["model_type", "dim", "num_layers", "num_heads", "n_q", "dep_q", "card", "text_card", "context",
@@ -63,8 +71,18 @@ struct Info: ParsableCommand {
         }
         let weights = files.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".sft") || $0.hasSuffix(".sfts") }
         if weights.isEmpty { print("  no weight files") }
-        for w in weights { try describeFile((path as NSString).appendingPathComponent(w)) }
+        for w in weights {
+            do {
+                try describeFile((path as NSString).appendingPathComponent(w))
+            } catch let error as SafetensorsError {
+                warn("error: \(error)")
+                failures += 1
+            }
+        }
         for t in files where t.hasSuffix(".model") { print("  tokenizer: \(t)") }
+        if failures > 0 {
+            throw CLIError("\(failures) of \(weights.count) weight files in \(path) could not be read")
+        }
     }
 
     private func describeFile(_ path: String) throws {

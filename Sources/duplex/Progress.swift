@@ -25,8 +25,8 @@ final class ProgressBar {
         let width = 30
         let filled = Int(fraction * Double(width))
         let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
-        let rate = Double(done) / max(1e-9, now.timeIntervalSince(start)) / 1e6
-        FileHandle.standardError.write("\r\(label) \(bar) \(Int(fraction * 100))% \(Format.bytes(done))/\(Format.bytes(total)) \(String(format: "%.0f", rate)) MB/s".data(using: .utf8)!)
+        let rate = Double(done) / max(1e-9, now.timeIntervalSince(start))
+        FileHandle.standardError.write("\r\(label) \(bar) \(Int(fraction * 100))% \(Format.bytes(done))/\(Format.bytes(total)) \(Format.bytes(Int(rate)))/s".data(using: .utf8)!)
     }
 
     func finish() {
@@ -54,4 +54,11 @@ enum Format {
 /// Writes a line to stderr (diagnostics never mix into stdout, which pipe mode uses for audio).
 func warn(_ message: String) {
     FileHandle.standardError.write((message + "\n").data(using: .utf8)!)
+}
+
+/// A failure the user can act on, printed by ArgumentParser as "Error: <message>" with exit
+/// status 1, without the usage text a `ValidationError` adds (the arguments were fine).
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ message: String) { description = message }
 }

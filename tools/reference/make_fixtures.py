@@ -2,7 +2,7 @@
 """Writes the reference fixtures the Swift tests compare against, by running Kyutai's `moshi`
 package (pinned in setup_venv.sh) with fixed seeds.
 
-Usage:  tools/reference/make_fixtures.py [ops|mimi|lm|tokenizer|all ...]
+Usage:  tools/reference/make_fixtures.py [ops|dtypes|transformer|mimi|lm|tokenizer|all ...]
         (run through the venv: "$(tools/reference/setup_venv.sh)" tools/reference/make_fixtures.py all)
 
 Each fixture is a safetensors file under Tests/DuplexCoreTests/Fixtures/ whose metadata carries
@@ -26,6 +26,7 @@ MAX_BYTES = 2 * 1024 * 1024
 
 GENERATORS = {
     "ops": "fixtures_ops",
+    "dtypes": "fixtures_dtypes",
     "transformer": "fixtures_transformer",
     "mimi": "fixtures_mimi",
     "lm": "fixtures_lm",

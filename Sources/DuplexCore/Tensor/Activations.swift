@@ -26,18 +26,19 @@ public enum Activations {
         }
     }
 
-    /// Numerically stable softmax over `count` values, in place.
+    /// Numerically stable softmax over `count` values, in place. The sum is kept in Double: over
+    /// a 32k vocabulary a Float running sum drifts by ~1e-5 relative, more than the ops tolerance.
     public static func softmax(_ x: UnsafeMutablePointer<Float>, count: Int) {
         guard count > 0 else { return }
         var maxValue = -Float.infinity
         for i in 0..<count { maxValue = max(maxValue, x[i]) }
-        var sum: Float = 0
+        var sum: Double = 0
         for i in 0..<count {
             let e = expf(x[i] - maxValue)
             x[i] = e
-            sum += e
+            sum += Double(e)
         }
-        let inv = 1 / sum
+        let inv = Float(1 / sum)
         for i in 0..<count { x[i] *= inv }
     }
 }
@@ -53,16 +54,75 @@ public enum Norms {
         for i in 0..<count { y[i] = x[i] * scale * alpha[i] }
     }
 
-    /// LayerNorm with affine weight and bias (PyTorch `nn.LayerNorm`, biased variance).
+    /// LayerNorm with affine weight and bias (PyTorch `nn.LayerNorm`, biased variance). Mean and
+    /// deviations are taken in Double: with a mean far from zero relative to the spread, a Float
+    /// mean alone is off by half an ulp of the mean, which the normalisation magnifies by 1/σ.
     public static func layerNorm(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                                  eps: Float, output y: UnsafeMutablePointer<Float>, count: Int) {
-        var mean: Float = 0
-        for i in 0..<count { mean += x[i] }
-        mean /= Float(count)
-        var variance: Float = 0
-        for i in 0..<count { let d = x[i] - mean; variance += d * d }
-        variance /= Float(count)
-        let scale = 1 / (variance + eps).squareRoot()
-        for i in 0..<count { y[i] = (x[i] - mean) * scale * weight[i] + bias[i] }
+        var mean: Double = 0
+        for i in 0..<count { mean += Double(x[i]) }
+        mean /= Double(count)
+        var variance: Double = 0
+        for i in 0..<count { let d = Double(x[i]) - mean; variance += d * d }
+        variance /= Double(count)
+        let scale = 1 / (variance + Double(eps)).squareRoot()
+        for i in 0..<count { y[i] = Float((Double(x[i]) - mean) * scale) * weight[i] + bias[i] }
+    }
+}
+
+// MARK: naive references (Double precision; the truth the fast versions are tested against)
+
+extension Activations {
+    public static func geluNaive(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count {
+            let v = Double(x[i])
+            x[i] = Float(0.5 * v * (1 + erf(v / 2.0.squareRoot())))
+        }
+    }
+
+    public static func siluNaive(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count {
+            let v = Double(x[i])
+            x[i] = Float(v / (1 + exp(-v)))
+        }
+    }
+
+    public static func eluNaive(_ x: UnsafeMutablePointer<Float>, count: Int, alpha: Float = 1) {
+        for i in 0..<count {
+            let v = Double(x[i])
+            x[i] = Float(v > 0 ? v : Double(alpha) * expm1(v))
+        }
+    }
+
+    /// exp(x − max) / Σ exp(x − max); the shift only keeps Double's exp in range.
+    public static func softmaxNaive(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        guard count > 0 else { return }
+        var maxValue = -Double.infinity
+        for i in 0..<count { maxValue = Swift.max(maxValue, Double(x[i])) }
+        var sum = 0.0
+        for i in 0..<count { sum += exp(Double(x[i]) - maxValue) }
+        for i in 0..<count { x[i] = Float(exp(Double(x[i]) - maxValue) / sum) }
+    }
+}
+
+extension Norms {
+    public static func rmsNormNaive(_ x: UnsafePointer<Float>, alpha: UnsafePointer<Float>, eps: Float,
+                                    output y: UnsafeMutablePointer<Float>, count: Int) {
+        var sumSquares = 0.0
+        for i in 0..<count { sumSquares += Double(x[i]) * Double(x[i]) }
+        let scale = 1 / (sumSquares / Double(count) + Double(eps)).squareRoot()
+        for i in 0..<count { y[i] = Float(Double(x[i]) * scale * Double(alpha[i])) }
+    }
+
+    public static func layerNormNaive(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                                      eps: Float, output y: UnsafeMutablePointer<Float>, count: Int) {
+        var mean = 0.0
+        for i in 0..<count { mean += Double(x[i]) }
+        mean /= Double(count)
+        var variance = 0.0
+        for i in 0..<count { let d = Double(x[i]) - mean; variance += d * d }
+        variance /= Double(count)
+        let scale = 1 / (variance + Double(eps)).squareRoot()
+        for i in 0..<count { y[i] = Float((Double(x[i]) - mean) * scale * Double(weight[i]) + Double(bias[i])) }
     }
 }

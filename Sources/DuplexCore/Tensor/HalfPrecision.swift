@@ -6,7 +6,9 @@ public enum HalfPrecision {
         Float(bitPattern: UInt32(bits) << 16)
     }
 
-    /// Round-to-nearest-even, as PyTorch's `.to(torch.bfloat16)` does; NaN stays NaN.
+    /// Round-to-nearest-even, as PyTorch's `.to(torch.bfloat16)` does; NaN stays a quiet NaN (its
+    /// sign kept). PyTorch's NaN bits differ between its scalar (0x7FC0) and vector (0xFFFF) paths,
+    /// so only NaN-ness is part of the contract.
     @inline(__always)
     public static func floatToBF16(_ value: Float) -> UInt16 {
         let bits = value.bitPattern

@@ -27,7 +27,8 @@ public enum Kernels {
     ) {
         guard m > 0, n > 0 else { return }
         if k == 0 {
-            if !accumulate { c.update(repeating: 0, count: m * (ldc ?? n)) }
+            // An empty sum; only the m×n block is C's, the rest of each ldc-wide row is not ours.
+            if !accumulate { for i in 0..<m { (c + i * (ldc ?? n)).update(repeating: 0, count: n) } }
             return
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
@@ -38,16 +39,18 @@ public enum Kernels {
 
     public static func matmulNaive(
         _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
-        m: Int, n: Int, k: Int, transposeB: Bool = false, accumulate: Bool = false
+        m: Int, n: Int, k: Int, transposeB: Bool = false, accumulate: Bool = false,
+        lda: Int? = nil, ldb: Int? = nil, ldc: Int? = nil
     ) {
+        let (lda, ldb, ldc) = (lda ?? k, ldb ?? (transposeB ? k : n), ldc ?? n)
         for i in 0..<m {
             for j in 0..<n {
                 var sum: Double = 0
                 for p in 0..<k {
-                    let bv = transposeB ? b[j * k + p] : b[p * n + j]
-                    sum += Double(a[i * k + p]) * Double(bv)
+                    let bv = transposeB ? b[j * ldb + p] : b[p * ldb + j]
+                    sum += Double(a[i * lda + p]) * Double(bv)
                 }
-                c[i * n + j] = (accumulate ? c[i * n + j] : 0) + Float(sum)
+                c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0) + Float(sum)
             }
         }
     }
@@ -79,6 +82,12 @@ public enum Kernels {
     /// y[rows] (+)= W[rows, cols] · x[cols] with W stored as bf16 bits. Each weight is read once
     /// and widened in registers: a batch-1 LM step is bound by how fast weight bytes stream in,
     /// and bf16 halves that traffic against f32.
+    ///
+    /// Two bf16 values are read as one UInt32: the even element widens as `u << 16`, the odd one as
+    /// `u & 0xFFFF0000`, so no 16→32-bit lane conversion is needed; x is split into its even and odd
+    /// lanes to match. Products are multiply-then-add, not `addProduct`: the build targets baseline
+    /// x86-64, which has no FMA instruction, so a SIMD fused multiply-add becomes one `fmaf` call
+    /// per lane (measured 10× slower).
     public static func matvecBF16(
         _ w: UnsafePointer<UInt16>, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
         rows: Int, cols: Int, accumulate: Bool = false
@@ -86,16 +95,16 @@ public enum Kernels {
         let vectorCols = cols & ~15
         for r in 0..<rows {
             let row = w + r * cols
-            var acc0 = SIMD16<Float>()
+            var even = SIMD8<Float>(), odd = SIMD8<Float>()
             var c = 0
             while c < vectorCols {
-                let bits = UnsafeRawPointer(row + c).loadUnaligned(as: SIMD16<UInt16>.self)
-                let wv = unsafeBitCast(SIMD16<UInt32>(truncatingIfNeeded: bits) &<< 16, to: SIMD16<Float>.self)
+                let pairs = UnsafeRawPointer(row + c).loadUnaligned(as: SIMD8<UInt32>.self)
                 let xv = UnsafeRawPointer(x + c).loadUnaligned(as: SIMD16<Float>.self)
-                acc0.addProduct(wv, xv)
+                even += unsafeBitCast(pairs &<< 16, to: SIMD8<Float>.self) * xv.evenHalf
+                odd += unsafeBitCast(pairs & 0xFFFF_0000, to: SIMD8<Float>.self) * xv.oddHalf
                 c += 16
             }
-            var sum = acc0.sum()
+            var sum = (even + odd).sum()
             while c < cols { sum += HalfPrecision.bf16ToFloat(row[c]) * x[c]; c += 1 }
             y[r] = accumulate ? y[r] + sum : sum
         }
@@ -119,8 +128,9 @@ public enum Kernels {
         var acc = SIMD8<Float>()
         var i = 0
         while i + 8 <= count {
-            acc.addProduct(UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self),
-                           UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self))
+            // Multiply then add: see matvecBF16 for why not `addProduct`.
+            acc += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self)
+                * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
             i += 8
         }
         var sum = acc.sum()
@@ -132,6 +142,12 @@ public enum Kernels {
     @inline(__always)
     public static func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
         for i in 0..<count { y[i] += alpha * x[i] }
+    }
+
+    public static func dotNaive(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+        var sum: Double = 0
+        for i in 0..<count { sum += Double(a[i]) * Double(b[i]) }
+        return Float(sum)
     }
 }
 

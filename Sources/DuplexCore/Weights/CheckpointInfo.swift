@@ -61,46 +61,49 @@ public struct ValueScan: Sendable {
 
     public init() {}
 
-    /// Scans float tensors of `file`; `progress(bytesDone, bytesTotal)` is called between tensors.
+    /// Scans float tensors of `file`; `progress(bytesDone, bytesTotal)` is called after every
+    /// chunk of values (a single tensor may be gigabytes), the caller throttles what it draws.
     public static func scan(_ file: SafetensorsFile, progress: (Int, Int) -> Void = { _, _ in }) -> ValueScan {
         var scan = ValueScan()
         let entries = file.names.compactMap { file.entries[$0] }.filter { $0.dtype.isFloatingPoint }
         let total = entries.reduce(0) { $0 + $1.range.count }
         var done = 0
-        let chunk = 1 << 16
+        let chunk = 1 << 18
         var buffer = [Float](repeating: 0, count: chunk)
         for e in entries {
-            let raw = file.bytes(e)
+            guard let src = file.bytes(e).baseAddress else { continue }
             let n = e.elementCount
+            let size = e.dtype.byteSize
             var bad = 0
             buffer.withUnsafeMutableBufferPointer { buf in
+                let b = buf.baseAddress!
                 var start = 0
                 while start < n {
                     let m = min(chunk, n - start)
+                    SafetensorsFile.widen(src + start * size, e.dtype, into: b, count: m)
+                    var lo = scan.minimum, hi = scan.maximum
                     for i in 0..<m {
-                        let j = start + i
-                        switch e.dtype {
-                        case .f32: buf[i] = raw.loadUnaligned(fromByteOffset: 4 * j, as: Float.self)
-                        case .bf16: buf[i] = HalfPrecision.bf16ToFloat(raw.loadUnaligned(fromByteOffset: 2 * j, as: UInt16.self))
-                        case .f16: buf[i] = HalfPrecision.f16ToFloat(raw.loadUnaligned(fromByteOffset: 2 * j, as: UInt16.self))
-                        default: buf[i] = Float(raw.loadUnaligned(fromByteOffset: 8 * j, as: Double.self))
+                        let v = b[i]
+                        if v.isFinite {
+                            lo = min(lo, v)
+                            hi = max(hi, v)
+                        } else if v.isNaN {
+                            scan.nanCount += 1; bad += 1
+                        } else {
+                            scan.infCount += 1; bad += 1
                         }
                     }
-                    for i in 0..<m {
-                        let v = buf[i]
-                        if v.isNaN { scan.nanCount += 1; bad += 1 } else if v.isInfinite { scan.infCount += 1; bad += 1 } else {
-                            scan.minimum = min(scan.minimum, v)
-                            scan.maximum = max(scan.maximum, v)
-                        }
-                    }
+                    scan.minimum = lo
+                    scan.maximum = hi
                     start += m
+                    progress(done + start * size, total)
                 }
             }
             scan.values += n
             if bad > 0 { scan.badTensors.append(e.name) }
             done += e.range.count
-            progress(done, total)
         }
+        if entries.isEmpty { progress(0, 0) }
         return scan
     }
 }

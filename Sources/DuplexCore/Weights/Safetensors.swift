@@ -23,6 +23,7 @@ public struct SafetensorsError: Error, CustomStringConvertible, Sendable {
     public enum Kind: String, Sendable {
         case io, empty, truncated, headerLength, headerNotUTF8, headerNotJSON, badEntry, unknownDType
         case shapeMismatch, offsetsOutOfRange, overlap, missingTensor, unexpectedTensor, wrongShape, wrongDType
+        case duplicateTensor
     }
     public struct Problem: Sendable, CustomStringConvertible {
         public let kind: Kind
@@ -89,7 +90,8 @@ public final class SafetensorsFile: @unchecked Sendable {
             throw SafetensorsError(path: path, .io, "cannot stat: \(String(cString: strerror(errno)))")
         }
         guard (info.st_mode & S_IFMT) == S_IFREG else {
-            throw SafetensorsError(path: path, .io, "not a regular file")
+            let what = (info.st_mode & S_IFMT) == S_IFDIR ? "a directory" : "not a regular file"
+            throw SafetensorsError(path: path, .io, "is \(what), expected a .safetensors file")
         }
         let size = Int(info.st_size)
         fileSize = size
@@ -110,8 +112,8 @@ public final class SafetensorsFile: @unchecked Sendable {
                 "header length field says \(headerLength) bytes (limit \(Self.maxHeaderBytes)): corrupt or not a safetensors file")
         }
         guard 8 + Int(headerLength) <= size else {
-            throw SafetensorsError(path: path, .truncated,
-                "header length field says \(headerLength) bytes but the file has only \(size - 8) after it: truncated")
+            throw SafetensorsError(path: path, .headerLength,
+                "header length field says \(headerLength) bytes but only \(size - 8) follow it: truncated or not a safetensors file")
         }
         let headerBytes = UnsafeRawBufferPointer(start: raw + 8, count: Int(headerLength))
         guard let headerText = String(validating: headerBytes, as: UTF8.self) else {
@@ -126,73 +128,112 @@ public final class SafetensorsFile: @unchecked Sendable {
 
         let dataLength = size - 8 - Int(headerLength)
         var problems: [SafetensorsError.Problem] = []
-        func problem(_ kind: SafetensorsError.Kind, _ message: String) {
-            problems.append(.init(kind: kind, message: message))
-        }
-        var parsed: [String: Entry] = [:]
         var meta: [String: String] = [:]
+        var described: [Entry] = []
         for (name, value) in header {
-            let fields: HeaderValue.Fields
-            switch value {
-            case .metadata(let m):
-                if name == "__metadata__" { meta = m } else { problem(.badEntry, "\(name): entry is not a tensor description") }
-                continue
-            case .invalid(let why):
-                problem(.badEntry, "\(name): \(why)")
-                continue
-            case .tensor(let f):
-                if name == "__metadata__" { problem(.badEntry, "__metadata__ is not a string map"); continue }
-                fields = f
-            }
-            guard let dtype = DType(rawValue: fields.dtype) else {
-                problem(.unknownDType, "\(name): unknown dtype \"\(fields.dtype)\" (known: \(DType.allCases.map(\.rawValue).joined(separator: ", ")))")
+            if name == "__metadata__" {
+                if case .metadata(let m) = value {
+                    meta = m
+                } else {
+                    problems.append(.init(kind: .badEntry, message: "__metadata__ must be a JSON object of string values"))
+                }
                 continue
             }
-            let shape = fields.shape
-            guard shape.allSatisfy({ $0 >= 0 }) else {
-                problem(.badEntry, "\(name): shape \(shape) has a negative dimension"); continue
+            switch Self.describe(name, value) {
+            case .success(let entry): described.append(entry)
+            case .failure(let problem): problems.append(problem)
             }
-            guard fields.dataOffsets.count == 2, fields.dataOffsets.allSatisfy({ $0 >= 0 }) else {
-                problem(.badEntry, "\(name): data_offsets \(fields.dataOffsets) is not a pair of non-negative integers"); continue
-            }
-            let (begin, end) = (fields.dataOffsets[0], fields.dataOffsets[1])
-            guard begin <= end else { problem(.offsetsOutOfRange, "\(name): data_offsets [\(begin), \(end)] run backwards"); continue }
-            guard end <= dataLength else {
-                problem(.offsetsOutOfRange, "\(name): data_offsets [\(begin), \(end)] end beyond the \(dataLength) data bytes in the file (truncated?)")
-                continue
-            }
-            var elements = 1
-            var overflow = false
-            for d in shape {
-                let (p, o) = elements.multipliedReportingOverflow(by: d)
-                if o { overflow = true; break }
-                elements = p
-            }
-            let (bytes, o2) = elements.multipliedReportingOverflow(by: dtype.byteSize)
-            if overflow || o2 || bytes != end - begin {
-                problem(.shapeMismatch, "\(name): shape \(shape) × \(dtype.rawValue) needs \(overflow || o2 ? "too many" : String(bytes)) bytes but data_offsets span \(end - begin)")
-                continue
-            }
-            parsed[name] = Entry(name: name, dtype: dtype, shape: shape, range: begin..<end)
         }
-        let ordered = parsed.values.sorted { ($0.range.lowerBound, $0.range.upperBound, $0.name) < ($1.range.lowerBound, $1.range.upperBound, $1.name) }
-        var previous: Entry?
-        for entry in ordered where !entry.range.isEmpty {
-            if let p = previous, entry.range.lowerBound < p.range.upperBound {
-                problem(.overlap, "\(entry.name): bytes [\(entry.range.lowerBound), \(entry.range.upperBound)) overlap \(p.name) [\(p.range.lowerBound), \(p.range.upperBound))")
+
+        // Ranges past the end of the data: one tensor pointing outside the file is a corrupt entry,
+        // but tensors that tile the data section contiguously and run past its end mean the file
+        // was cut short (an interrupted download), which is one problem, not hundreds.
+        let beyond = described.filter { $0.range.upperBound > dataLength }
+        var inside = described.filter { $0.range.upperBound <= dataLength }
+        if !beyond.isEmpty {
+            let needed = described.map(\.range.upperBound).max() ?? 0
+            if Self.tilesContiguously(described) {
+                let cut = beyond.sorted { $0.range.lowerBound < $1.range.lowerBound }
+                problems.append(.init(kind: .truncated,
+                    message: "truncated: the tensors need \(needed) data bytes but the file holds only \(dataLength); "
+                        + "\(cut.count) tensor\(cut.count == 1 ? "" : "s") cut short, first \(cut[0].name) \(cut[0].shape)"))
+                inside = []
+            } else {
+                for e in beyond {
+                    problems.append(.init(kind: .offsetsOutOfRange,
+                        message: "\(e.name): data_offsets [\(e.range.lowerBound), \(e.range.upperBound)] end beyond the \(dataLength) data bytes in the file"))
+                }
             }
-            if previous == nil || entry.range.upperBound > previous!.range.upperBound { previous = entry }
+        }
+
+        let ordered = inside.sorted { ($0.range.lowerBound, $0.range.upperBound, $0.name) < ($1.range.lowerBound, $1.range.upperBound, $1.name) }
+        var furthest: Entry?
+        for entry in ordered where !entry.range.isEmpty {
+            if let p = furthest, entry.range.lowerBound < p.range.upperBound {
+                problems.append(.init(kind: .overlap,
+                    message: "\(entry.name): bytes [\(entry.range.lowerBound), \(entry.range.upperBound)) overlap \(p.name) [\(p.range.lowerBound), \(p.range.upperBound))"))
+            }
+            if furthest.map({ entry.range.upperBound > $0.range.upperBound }) ?? true { furthest = entry }
         }
         if !problems.isEmpty {
             throw SafetensorsError(path: path, problems: problems.sorted { $0.message < $1.message })
         }
-        entries = parsed
+        entries = Dictionary(uniqueKeysWithValues: ordered.map { ($0.name, $0) })
         names = ordered.map(\.name)
         metadata = meta
         base = raw
         mappedLength = size
         dataStart = 8 + Int(headerLength)
         ok = true
+    }
+
+    /// Checks one header entry on its own: a known dtype, a shape of non-negative integers, a
+    /// forward pair of offsets whose span is exactly shape × dtype size.
+    private static func describe(_ name: String, _ value: HeaderValue) -> Described {
+        func bad(_ kind: SafetensorsError.Kind, _ message: String) -> Described {
+            .failure(SafetensorsError.Problem(kind: kind, message: "\(name): \(message)"))
+        }
+        let fields: HeaderValue.Fields
+        switch value {
+        case .metadata: return bad(.badEntry, "entry is not a tensor description (needs dtype, shape and data_offsets)")
+        case .invalid(let why): return bad(.badEntry, why)
+        case .tensor(let f): fields = f
+        }
+        guard let dtype = DType(rawValue: fields.dtype) else {
+            return bad(.unknownDType, "unknown dtype \"\(fields.dtype)\" (known: \(DType.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        let shape = fields.shape
+        guard shape.allSatisfy({ $0 >= 0 }) else { return bad(.badEntry, "shape \(shape) has a negative dimension") }
+        guard fields.dataOffsets.count == 2, fields.dataOffsets.allSatisfy({ $0 >= 0 }) else {
+            return bad(.badEntry, "data_offsets \(fields.dataOffsets) is not a pair of non-negative integers")
+        }
+        let (begin, end) = (fields.dataOffsets[0], fields.dataOffsets[1])
+        guard begin <= end else { return bad(.offsetsOutOfRange, "data_offsets [\(begin), \(end)] run backwards") }
+        var bytes: Int? = dtype.byteSize
+        for d in shape {
+            guard let b = bytes else { break }
+            let (p, overflow) = b.multipliedReportingOverflow(by: d)
+            bytes = overflow ? nil : p
+        }
+        guard let bytes, bytes == end - begin else {
+            return bad(.shapeMismatch, "shape \(shape) × \(dtype.rawValue) needs \(bytes.map(String.init) ?? "too many") bytes but data_offsets [\(begin), \(end)] span \(end - begin)")
+        }
+        return .success(Entry(name: name, dtype: dtype, shape: shape, range: begin..<end))
+    }
+
+    private enum Described {
+        case success(Entry)
+        case failure(SafetensorsError.Problem)
+    }
+
+    /// Whether the non-empty ranges, in order, start at 0 and follow each other with no gap or overlap.
+    private static func tilesContiguously(_ entries: [Entry]) -> Bool {
+        var next = 0
+        for r in entries.map(\.range).filter({ !$0.isEmpty }).sorted(by: { $0.lowerBound < $1.lowerBound }) {
+            guard r.lowerBound == next else { return false }
+            next = r.upperBound
+        }
+        return true
     }
 
     deinit {
@@ -202,21 +243,48 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// One value of the header object: a tensor description, the string-to-string metadata map,
     /// or something malformed (kept, so every bad entry is reported rather than the first).
     enum HeaderValue: Decodable {
-        struct Fields: Decodable {
+        struct Fields {
             let dtype: String
             let shape: [Int]
             let dataOffsets: [Int]
-            enum CodingKeys: String, CodingKey { case dtype, shape, dataOffsets = "data_offsets" }
         }
         case tensor(Fields)
         case metadata([String: String])
         case invalid(String)
 
+        private enum Key: String, CodingKey { case dtype, shape, dataOffsets = "data_offsets" }
+
         init(from decoder: Decoder) throws {
-            if let f = try? Fields(from: decoder) { self = .tensor(f); return }
             if let m = try? [String: String](from: decoder) { self = .metadata(m); return }
-            self = .invalid("entry needs dtype (string), shape and data_offsets (lists of integers)")
+            guard let c = try? decoder.container(keyedBy: Key.self) else {
+                self = .invalid("entry is not a JSON object (needs dtype, shape and data_offsets)")
+                return
+            }
+            func integers(_ key: Key) -> Result<[Int], HeaderValueProblem> {
+                guard c.contains(key) else { return .failure(.init("\(key.stringValue) is missing")) }
+                if let v = try? c.decode([Int].self, forKey: key) { return .success(v) }
+                if let v = try? c.decode([Double].self, forKey: key) {
+                    return .failure(.init("\(key.stringValue) \(v) must hold integers"))
+                }
+                return .failure(.init("\(key.stringValue) must be a list of integers"))
+            }
+            var why: [String] = []
+            let dtype = try? c.decode(String.self, forKey: .dtype)
+            if dtype == nil { why.append(c.contains(.dtype) ? "dtype must be a string" : "dtype is missing") }
+            let shape = integers(.shape), offsets = integers(.dataOffsets)
+            if case .failure(let p) = shape { why.append(p.message) }
+            if case .failure(let p) = offsets { why.append(p.message) }
+            if let dtype, case .success(let s) = shape, case .success(let o) = offsets {
+                self = .tensor(Fields(dtype: dtype, shape: s, dataOffsets: o))
+            } else {
+                self = .invalid(why.joined(separator: "; "))
+            }
         }
+    }
+
+    struct HeaderValueProblem: Error {
+        let message: String
+        init(_ message: String) { self.message = message }
     }
 
     public subscript(name: String) -> Entry? { entries[name] }
@@ -235,28 +303,35 @@ public final class SafetensorsFile: @unchecked Sendable {
     }
 
     public func floatTensor(_ entry: Entry) throws -> Tensor {
+        guard entry.dtype.isFloatingPoint else {
+            throw SafetensorsError(path: path, .wrongDType, "\(entry.name): stored as \(entry.dtype.rawValue), expected a float type")
+        }
         let raw = bytes(entry)
         let n = entry.elementCount
         var out = [Float](repeating: 0, count: n)
         out.withUnsafeMutableBufferPointer { dst in
-            guard let d = dst.baseAddress, n > 0 else { return }
-            switch entry.dtype {
-            case .f32:
-                UnsafeMutableRawPointer(d).copyMemory(from: raw.baseAddress!, byteCount: n * 4)
-            case .bf16, .f16:
-                for i in 0..<n {
-                    let bits = raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)
-                    d[i] = entry.dtype == .bf16 ? HalfPrecision.bf16ToFloat(bits) : HalfPrecision.f16ToFloat(bits)
-                }
-            case .f64:
-                for i in 0..<n { d[i] = Float(raw.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
-            default: break
-            }
-        }
-        guard entry.dtype.isFloatingPoint else {
-            throw SafetensorsError(path: path, .wrongDType, "\(entry.name): stored as \(entry.dtype.rawValue), expected a float type")
+            guard let d = dst.baseAddress, let src = raw.baseAddress, n > 0 else { return }
+            Self.widen(src, entry.dtype, into: d, count: n)
         }
         return Tensor(shape: entry.shape, data: out)
+    }
+
+    /// Widens `count` little-endian float values of `dtype` at `src` (any alignment) to Float32.
+    static func widen(_ src: UnsafeRawPointer, _ dtype: DType, into d: UnsafeMutablePointer<Float>, count n: Int) {
+        switch dtype {
+        case .f32:
+            UnsafeMutableRawPointer(d).copyMemory(from: src, byteCount: n * 4)
+        case .bf16 where Int(bitPattern: src) % 2 == 0:
+            HalfPrecision.convertBF16(src.assumingMemoryBound(to: UInt16.self), to: d, count: n)
+        case .bf16:
+            for i in 0..<n { d[i] = HalfPrecision.bf16ToFloat(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
+        case .f16:
+            for i in 0..<n { d[i] = HalfPrecision.f16ToFloat(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
+        case .f64:
+            for i in 0..<n { d[i] = Float(src.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
+        default:
+            d.update(repeating: .nan, count: n)
+        }
     }
 
     /// An integer tensor widened to Int64 (from I64, I32, I16, I8, U8, BOOL).

@@ -92,12 +92,14 @@ public final class WeightStore {
         for f in files {
             for (name, entry) in f.entries {
                 if let other = index[name] {
-                    duplicates.append(.init(kind: .unexpectedTensor, message: "\(name) is in both \(other.file.path) and \(f.path)"))
+                    duplicates.append(.init(kind: .duplicateTensor, message: "\(name) is in both \(other.file.path) and \(f.path)"))
                 }
                 index[name] = (f, entry)
             }
         }
-        if !duplicates.isEmpty { throw SafetensorsError(path: label, problems: duplicates) }
+        if !duplicates.isEmpty {
+            throw SafetensorsError(path: label, problems: duplicates.sorted { $0.message < $1.message })
+        }
     }
 
     public convenience init(path: String) throws {
@@ -120,15 +122,10 @@ public final class WeightStore {
             note(.missingTensor, "missing tensor \(name) (expected shape \(shape))")
             return nil
         }
-        guard entry.shape == shape else {
-            note(.wrongShape, "\(name) has shape \(entry.shape), expected \(shape)")
-            return nil
-        }
-        guard entry.dtype.isFloatingPoint else {
-            note(.wrongDType, "\(name) is stored as \(entry.dtype.rawValue), expected F32, F16 or BF16")
-            return nil
-        }
-        return (file, entry)
+        let shapeOK = entry.shape == shape, dtypeOK = entry.dtype.isFloatingPoint
+        if !shapeOK { note(.wrongShape, "\(name) has shape \(entry.shape), expected \(shape)") }
+        if !dtypeOK { note(.wrongDType, "\(name) is stored as \(entry.dtype.rawValue), expected a float type (F32, F16, BF16 or F64)") }
+        return shapeOK && dtypeOK ? (file, entry) : nil
     }
 
     /// A float tensor of exactly `shape`, converted to Float32.
