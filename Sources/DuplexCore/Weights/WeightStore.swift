@@ -62,6 +62,13 @@ public struct WeightMatrix: @unchecked Sendable {
 }
 
 /// Owned, aligned Float storage that outlives the structs pointing into it.
+/// Owned bf16 storage for generated matrices.
+final class BF16Box: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<UInt16>
+    init(count: Int) { pointer = .allocate(capacity: max(1, count)) }
+    deinit { pointer.deallocate() }
+}
+
 final class FloatBox: @unchecked Sendable {
     let pointer: UnsafeMutablePointer<Float>
     let count: Int
@@ -84,9 +91,12 @@ public final class WeightStore {
     private var used: Set<String> = []
     private var problems: [SafetensorsError.Problem] = []
     private let label: String
+    /// Set for a store that makes up its weights (see `init(randomSeed:matrixType:)`).
+    private let random: RandomWeights?
 
     public init(files: [SafetensorsFile]) throws {
         self.files = files
+        random = nil
         label = files.map(\.path).joined(separator: " + ")
         var duplicates: [SafetensorsError.Problem] = []
         for f in files {
@@ -106,9 +116,28 @@ public final class WeightStore {
         try self.init(files: [SafetensorsFile(path: path)])
     }
 
+    /// A store with no file that makes up every tensor a model asks for, deterministically from
+    /// the seed and the tensor's name, spread like trained weights (see `RandomWeights`). For the
+    /// embedded default model and for measuring architectures without a checkpoint. Matrices are
+    /// held as `matrixType` (`.bf16` keeps a 7B model at 15 GB).
+    public init(randomSeed: UInt64, matrixType: DType = .f32) {
+        precondition(matrixType == .f32 || matrixType == .bf16, "random matrices are f32 or bf16")
+        files = []
+        label = "random weights (seed \(randomSeed))"
+        random = RandomWeights(seed: randomSeed, matrixType: matrixType)
+    }
+
+    /// True for a store that makes up its weights.
+    public var isRandom: Bool { random != nil }
+
     public var names: [String] { index.keys.sorted() }
 
-    public func contains(_ name: String) -> Bool { index[name] != nil }
+    /// Whether the checkpoint holds `name`. A random store holds exactly what is asked for, so
+    /// alternatives (e.g. folded `weight` vs `weight_g`/`weight_v`) resolve to the plain name.
+    public func contains(_ name: String) -> Bool {
+        if random != nil { return !name.hasSuffix("_g") && !name.hasSuffix("_v") }
+        return index[name] != nil
+    }
 
     public func shape(of name: String) -> [Int]? { index[name]?.entry.shape }
 
@@ -130,6 +159,7 @@ public final class WeightStore {
 
     /// A float tensor of exactly `shape`, converted to Float32.
     public func tensor(_ name: String, shape: [Int]) -> Tensor {
+        if let random { used.insert(name); return random.tensor(name, shape: shape) }
         guard let (file, entry) = lookup(name, shape: shape),
               let t = try? file.floatTensor(entry) else { return Tensor(zeros: shape) }
         return t
@@ -148,6 +178,7 @@ public final class WeightStore {
     public func matrix(_ name: String, shape: [Int]) -> WeightMatrix {
         let rows = shape.first ?? 0
         let cols = shape.dropFirst().reduce(1, *)
+        if let random { used.insert(name); return random.matrix(name, shape: shape) }
         guard let (file, entry) = lookup(name, shape: shape) else {
             return WeightMatrix(Tensor(zeros: [rows, cols]))
         }
