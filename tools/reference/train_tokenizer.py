@@ -7,7 +7,7 @@ Usage:  "$(tools/reference/setup_venv.sh)" tools/reference/train_tokenizer.py
 Writes Tests/DuplexCoreTests/Fixtures/<name>.model for every entry of MODELS. Training is
 single-threaded, unshuffled and seeded, so the same package version gives the same files.
 The three models cover the code paths of the Swift reader between them:
-  tokenizer_tiny        unigram, nmt_nfkc (the precompiled charsmap Moshi's tokenizer also carries),
+  tokenizer_tiny        unigram, nmt_nfkc (the default rule set, as a precompiled charsmap),
                         user-defined and control symbols, unknown characters -> <unk>
   tokenizer_tiny_bytes  unigram, identity normalisation, byte fallback, extra whitespace kept
   tokenizer_tiny_suffix unigram, identity, whitespace as a suffix, no dummy prefix
