@@ -19,17 +19,24 @@ struct Tokenize: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "Token ids to decode instead of encoding text.")
     var decode: [Int] = []
 
+    @Option(help: ArgumentHelp(
+        "Encode every line of this UTF-8 file; print one JSON object per line: ids and their decode.",
+        discussion: "Used by tools/reference/check_tokenizer.py to compare with the sentencepiece library."))
+    var lines: String?
+
     @Argument(help: "Text to encode (several arguments are joined with spaces).")
     var text: [String] = []
 
     func validate() throws {
-        if decode.isEmpty && text.isEmpty { throw ValidationError("give text to encode, or --decode IDS") }
-        if !decode.isEmpty && !text.isEmpty { throw ValidationError("give either text or --decode IDS, not both") }
+        let modes = [!decode.isEmpty, !text.isEmpty, lines != nil].filter { $0 }.count
+        if modes != 1 { throw ValidationError("give exactly one of: text to encode, --decode IDS, --lines FILE") }
     }
 
     func run() throws {
         let tok = try SentencePieceTokenizer(path: tokenizer)
-        if decode.isEmpty {
+        if let lines {
+            try encodeLines(lines, tok)
+        } else if decode.isEmpty {
             let input = text.joined(separator: " ")
             let ids = tok.encode(input)
             print("normalized: \(tok.normalize(input))")
@@ -47,6 +54,28 @@ struct Tokenize: ParsableCommand {
                       + piece.padding(toLength: 21, withPad: " ", startingAt: 0)
                       + display.padding(toLength: 25, withPad: " ", startingAt: 0) + step)
             }
+        }
+    }
+
+    /// Lines split at "\n" only (a "\r" stays part of its line), the empty tail after a final
+    /// newline dropped: the same rule check_tokenizer.py uses.
+    private func encodeLines(_ path: String, _ tok: SentencePieceTokenizer) throws {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ValidationError("cannot read \(path)")
+        }
+        let bytes = [UInt8](data)
+        guard String(validating: bytes, as: UTF8.self) != nil else {
+            throw ValidationError("\(path) is not UTF-8 text")
+        }
+        // Split bytes, not Characters: Swift reads "\r\n" as one Character.
+        var lines = bytes.split(separator: 0x0A, omittingEmptySubsequences: false)
+        if lines.last?.isEmpty == true { lines.removeLast() }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        struct Line: Encodable { let ids: [Int]; let decoded: String }
+        for line in lines {
+            let ids = tok.encode(String(decoding: line, as: UTF8.self))
+            FileHandle.standardOutput.write(try encoder.encode(Line(ids: ids, decoded: try tok.decode(ids))) + [0x0A])
         }
     }
 }

@@ -219,9 +219,29 @@ final class SentencePieceTests: XCTestCase {
             XCTAssertEqual((error as? SentencePieceError)?.kind, .unsupported)
             XCTAssert("\(error)".contains("BPE"), "\(error)")
         }
-        var noUnk = tok.proto
+        // Without <unk>, only a byte-fallback model can cover every character.
+        var noUnk = try load("tokenizer_tiny").0.proto
         noUnk.pieces[0].type = .control
         XCTAssertThrowsError(try SentencePieceTokenizer(proto: noUnk, name: "x")) { error in
+            XCTAssertEqual((error as? SentencePieceError)?.kind, .invalidModel, "\(error)")
+        }
+        var bytesNoUnk = tok.proto
+        bytesNoUnk.pieces[0].type = .control
+        let bytesOnly = try SentencePieceTokenizer(proto: bytesNoUnk, name: "x")
+        XCTAssertNil(bytesOnly.unknownId)
+        // Unknown characters still fall back to bytes: the library's ids with <unk> present.
+        for c in try load("tokenizer_tiny_bytes").1.encode.prefix(100) {
+            XCTAssertEqual(bytesOnly.encode(c.text), c.ids, c.text.debugDescription)
+        }
+        var brokenRules = try load("tokenizer_tiny").0.proto
+        brokenRules.normalizerSpec.precompiledCharsmap = Array(brokenRules.normalizerSpec.precompiledCharsmap.prefix(2000))
+        XCTAssertThrowsError(try SentencePieceTokenizer(proto: brokenRules, name: "x")) { error in
+            XCTAssertEqual((error as? SentencePieceError)?.kind, .invalidModel, "\(error)")
+            XCTAssert("\(error)".contains("precompiled_charsmap"), "\(error)")
+        }
+        var nanScore = tok.proto
+        nanScore.pieces[300].score = .nan
+        XCTAssertThrowsError(try SentencePieceTokenizer(proto: nanScore, name: "x")) { error in
             XCTAssertEqual((error as? SentencePieceError)?.kind, .invalidModel, "\(error)")
         }
         var duplicate = tok.proto

@@ -11,7 +11,9 @@ For every model in train_tokenizer.MODELS, writes Fixtures/<model>_cases.json wi
              `text`: decode [previous, current] minus decode [previous]), null where it shows none
 The test sentences are tools/reference/tokenizer_test_sentences.txt (hand-written, none of them in
 the training corpus; \\uXXXX, \\UXXXXXXXX, \\t, \\n, \\r escapes are expanded) plus sentences drawn
-with a fixed seed from words and from character pools most of which the models never saw.
+with a fixed seed from words and from character pools most of which the models never saw, runs of
+repeated strings (exact score ties) and a long text (path scores past the library's ±1e5
+rebasing).
 Safetensors cannot hold strings, hence JSON; it carries the same version tags as the other fixtures.
 """
 import json
@@ -73,6 +75,33 @@ POOLS = [
 ]
 SEPARATORS = [" ", " ", " ", "  ", "   ", "\t", "\u3000", "\u00a0", "", "\u2581", " \n "]
 SPECIALS = ["<laugh>", "[music]", "<sep>", "<unk>", "<s>", "</s>", "<pad>", "▁", "<0x41>"]
+
+
+# Runs of one short string: where the Viterbi meets exact ties ("." + "......" = "......" + ".").
+RUNS = [".", "-", "!", "?", "a", "ab", "la", "ha", "=", "*", "_", "~", "ä", "ß", "の", "0", "00", " .", "▁"]
+TIE_SENTENCES = 60
+
+
+def tie_sentences(rng, words):
+    out = []
+    for _ in range(TIE_SENTENCES):
+        parts = []
+        for _ in range(rng.randint(1, 5)):
+            if rng.random() < 0.6:
+                parts.append(rng.choice(RUNS) * rng.randint(2, 40))
+            else:
+                parts.append(rng.choice(words))
+            parts.append(rng.choice(["", " ", " "]))
+        out.append("".join(parts))
+    return out
+
+
+def long_sentences(rng, words):
+    """6000 unknown characters (score min - 10 each) push path scores past -1e5, where the library
+    rebases them; the words after them then round differently than without the rebase."""
+    rare = [chr(c) for c in range(0x5000, 0x6000)]
+    unknown = "".join(rng.choice(rare) for _ in range(6000))
+    return [unknown + " " + " ".join(rng.choice(words) for _ in range(500))]
 
 
 def drawn_sentences(rng, words):
@@ -141,13 +170,31 @@ def piece_type(sp, i):
     return None  # normal or user-defined: told apart below
 
 
+def dumps_one_case_per_line(cases):
+    """Compact JSON, one list element per line, so diffs stay readable and the file small."""
+    def dump(v):
+        return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+    lines = ["{"]
+    items = list(cases.items())
+    for k, (key, value) in enumerate(items):
+        comma = "," if k < len(items) - 1 else ""
+        if isinstance(value, list):
+            body = ",\n".join(dump(v) for v in value)
+            lines.append(f"{dump(key)}:[\n{body}\n]{comma}")
+        else:
+            lines.append(f"{dump(key)}:{dump(value)}{comma}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
 def generate(save):
     del save  # JSON, not safetensors: see the module docstring
     import moshi
 
     hand = hand_written_sentences()
     words = sorted({w for s in hand for w in s.split()})
-    sentences = hand + drawn_sentences(random.Random(SEED), words)
+    rng = random.Random(SEED)
+    sentences = hand + drawn_sentences(rng, words) + tie_sentences(rng, words) + long_sentences(rng, words)
     for name in train_tokenizer.MODELS:
         path = train_tokenizer.train(name)
         sp = spm.SentencePieceProcessor(model_file=path)
@@ -159,7 +206,7 @@ def generate(save):
             pieces.append({"piece": piece, "type": kind})
         encode = [{"text": s, "normalized": sp.normalize(s), "ids": sp.encode(s)} for s in sentences]
         rng = random.Random(SEED + 1)
-        decode = [{"ids": e["ids"], "text": sp.decode(e["ids"])} for e in encode]
+        decode = [{"ids": e["ids"], "text": sp.decode(e["ids"])} for e in encode if len(e["ids"]) < 2000]
         for _ in range(RANDOM_DECODES):
             ids = [rng.randrange(sp.get_piece_size()) for _ in range(rng.randint(1, 12))]
             decode.append({"ids": ids, "text": sp.decode(ids)})
@@ -181,8 +228,7 @@ def generate(save):
         }
         out = os.path.join(os.path.dirname(path), name + "_cases.json")
         with open(out, "w", encoding="utf-8") as f:
-            json.dump(cases, f, ensure_ascii=True, indent=0)
-            f.write("\n")
+            f.write(dumps_one_case_per_line(cases))
         size = os.path.getsize(out)
         assert size < MAX_BYTES, f"{out} is {size} bytes: fixtures must stay under 2 MB"
         n_unk = sum(sp.unk_id() in e["ids"] for e in encode)

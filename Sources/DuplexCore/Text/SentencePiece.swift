@@ -1,5 +1,5 @@
 /// A SentencePiece unigram tokenizer read from a `.model` file, matching the C++ library
-/// (sentencepiece 0.2.x, as the Python package runs it) id for id: the text is normalized with the
+/// (sentencepiece 0.2.3, as the Python package runs it) id for id: the text is normalized with the
 /// model's own precompiled rules (so nmt_nfkc, nfkc_cf, identity … all behave as trained), then
 /// split by the Viterbi path of highest total piece score.
 public struct SentencePieceTokenizer: Sendable {
@@ -8,8 +8,8 @@ public struct SentencePieceTokenizer: Sendable {
     public let proto: SentencePieceModelProto
     /// Piece strings by id (lossy UTF-8 for the rare non-UTF-8 piece).
     public let pieces: [String]
-    /// The id of the <unk> piece; every model has exactly one.
-    public let unknownId: Int
+    /// The id of the <unk> piece; nil only in a byte-fallback model without one.
+    public let unknownId: Int?
     /// Ids of the control pieces named <s>, </s>, <pad> in the trainer spec, as the library reports them.
     public let bosId: Int?
     public let eosId: Int?
@@ -19,12 +19,9 @@ public struct SentencePieceTokenizer: Sendable {
     private let normalizer: SentencePieceNormalizer
     let denormalizer: SentencePieceNormalizer?
     private let pieceIds: [[UInt8]: Int]
-    /// Byte value of each <0xXX> piece, -1 for other pieces.
-    private let byteValue: [Int16]
     /// Ids of the <0xXX> pieces by byte value (empty without byte fallback).
     private let byteIds: [Int]
     private let minScore: Float
-    private let maxScore: Float
 
     public var vocabularySize: Int { proto.pieces.count }
     public var byteFallback: Bool { proto.trainerSpec.byteFallback }
@@ -40,30 +37,40 @@ public struct SentencePieceTokenizer: Sendable {
         try self.init(proto: SentencePieceModelProto.parse(bytes, name: name), name: name)
     }
 
-    public init(proto: SentencePieceModelProto, name: String) throws(SentencePieceError) {
+    public init(proto original: SentencePieceModelProto, name: String) throws(SentencePieceError) {
         func invalid(_ message: String) -> SentencePieceError {
             SentencePieceError(kind: .invalidModel, path: name, message: message)
         }
-        let modelType = proto.trainerSpec.modelTypeValue
+        let modelType = original.trainerSpec.modelTypeValue
         guard modelType == SentencePieceModelProto.ModelType.unigram.rawValue else {
             let kind = SentencePieceModelProto.ModelType(rawValue: modelType).map { "\($0)".uppercased() }
                 ?? "unknown (\(modelType))"
             throw SentencePieceError(kind: .unsupported, path: name,
                                      message: "model type \(kind) is not supported; only UNIGRAM SentencePiece models are")
         }
+        var proto = original
+        let byteFallback = proto.trainerSpec.byteFallback
+        // As the library loads a model (sentencepiece_processor.cc Load): with byte fallback, a raw
+        // "\0" piece (left by some converters) is demoted to UNUSED.
+        if byteFallback {
+            for i in proto.pieces.indices where proto.pieces[i].bytes == [0] { proto.pieces[i].type = .unused }
+        }
         self.proto = proto
 
-        // The library's own load checks (model_interface.cc InitializePieces).
+        // The library's own load checks (model_interface.cc InitializePieces, unigram Model).
         var ids: [[UInt8]: Int] = [:]
         var reserved: [[UInt8]: Int] = [:]
         var unk: Int?
-        var byteValue = [Int16](repeating: -1, count: proto.pieces.count)
         var byteIds = [Int](repeating: -1, count: 256)
         var trieKeys: [(bytes: [UInt8], value: Int32)] = []
         var userDefinedKeys: [(bytes: [UInt8], value: Int32)] = []
         for (id, piece) in proto.pieces.enumerated() {
             let text = String(decoding: piece.bytes, as: UTF8.self)
+            guard piece.bytes.count < 8000 else { throw invalid("piece \(id) is \(piece.bytes.count) bytes long (limit 8000)") }
+            guard piece.score.isFinite else { throw invalid("piece \(id) '\(text)' has score \(piece.score)") }
             guard !piece.bytes.isEmpty else { throw invalid("piece \(id) is empty") }
+            if piece.bytes == [0] && piece.type == .unused { continue }
+            guard !piece.bytes.contains(0) else { throw invalid("piece \(id) contains a NUL byte") }
             let isNormal = piece.type == .normal || piece.type == .userDefined || piece.type == .unused
             if isNormal {
                 if let other = ids[piece.bytes] { throw invalid("piece '\(text)' is defined twice (ids \(other) and \(id))") }
@@ -79,20 +86,20 @@ public struct SentencePieceTokenizer: Sendable {
                 if let unk { throw invalid("two <unk> pieces (ids \(unk) and \(id))") }
                 unk = id
             case .byte:
-                guard proto.trainerSpec.byteFallback else {
+                guard byteFallback else {
                     throw invalid("byte piece '\(text)' (id \(id)) although byte_fallback is off")
                 }
                 guard let b = Self.byteOfPiece(piece.bytes) else { throw invalid("byte piece '\(text)' (id \(id)) is not of the form <0xXX>") }
-                byteValue[id] = Int16(b)
                 byteIds[Int(b)] = id
             default: break
             }
         }
-        guard let unk else { throw invalid("no <unk> piece (a piece of type UNKNOWN)") }
-        if proto.trainerSpec.byteFallback, let missing = byteIds.firstIndex(of: -1) {
+        // Without an <unk> piece, byte fallback covers every character (the library allows that).
+        guard unk != nil || byteFallback else { throw invalid("no <unk> piece (a piece of type UNKNOWN)") }
+        if byteFallback, let missing = byteIds.firstIndex(of: -1) {
             throw invalid("byte_fallback is on but the byte piece \(Self.byteName(UInt8(missing))) is missing")
         }
-        guard proto.pieces.contains(where: { $0.type == .normal }) else {
+        guard !trieKeys.isEmpty else {
             throw invalid("no normal pieces: the vocabulary cannot cover any text")
         }
 
@@ -108,18 +115,12 @@ public struct SentencePieceTokenizer: Sendable {
         self.bosId = controlId(proto.trainerSpec.bosPiece)
         self.eosId = controlId(proto.trainerSpec.eosPiece)
         self.padId = controlId(proto.trainerSpec.padPiece)
-        self.byteValue = byteValue
-        self.byteIds = proto.trainerSpec.byteFallback ? byteIds : []
+        self.byteIds = byteFallback ? byteIds : []
         self.trie = ByteTrie(keys: trieKeys)
-        // Scores of normal pieces bound the unknown-character penalty and the user-defined bonus.
-        // FLT_MIN (not -FLT_MAX) as the start of the maximum, as the library has it.
-        var lo = Float.greatestFiniteMagnitude, hi = Float.leastNormalMagnitude
-        for p in proto.pieces where p.type == .normal {
-            lo = min(lo, p.score)
-            hi = max(hi, p.score)
-        }
+        // The lowest normal score sets the unknown-character penalty.
+        var lo = Float.greatestFiniteMagnitude
+        for p in proto.pieces where p.type == .normal { lo = min(lo, p.score) }
         self.minScore = lo
-        self.maxScore = hi
         do {
             let matcher = userDefinedKeys.isEmpty ? nil : ByteTrie(keys: userDefinedKeys)
             self.normalizer = try SentencePieceNormalizer(
@@ -172,7 +173,12 @@ public struct SentencePieceTokenizer: Sendable {
         var ids: [Int] = []
         var previousUnknown = false
         for (range, id) in viterbi(normalized) {
-            let isUnknown = id == unknownId
+            if id >= 0 && proto.pieces[id].type == .control {
+                ids.append(id)
+                previousUnknown = false
+                continue
+            }
+            let isUnknown = id < 0 || id == unknownId || proto.pieces[id].type == .unknown
             if isUnknown && !byteIds.isEmpty {
                 // Byte fallback: an unknown character becomes its UTF-8 bytes.
                 for b in normalized[range] { ids.append(byteIds[Int(b)]) }
@@ -187,31 +193,44 @@ public struct SentencePieceTokenizer: Sendable {
     /// Piece strings of `encode(text)`.
     public func encodeAsPieces(_ text: String) -> [String] { encode(text).map { pieces[$0] } }
 
-    /// Best segmentation of the normalized bytes (unigram_model.cc EncodeOptimized): for each end
-    /// position the best-scoring path so far. The arithmetic mixes float and double exactly as the
-    /// C++ does, since ties and near-ties decide ids: piece candidates are summed and compared in
-    /// double (a user-defined bonus is a double), stored in float; unknown candidates stay float.
+    /// Best segmentation of the normalized bytes (unigram_model.cc EncodeOptimized, sentencepiece
+    /// 0.2.3): for each end position the best-scoring path so far, in float arithmetic, the first
+    /// of equal candidates kept. Exact ties are common ("." + "......" vs "......" + "."), so the
+    /// order of updates, the float rounding and the library's rebasing of scores beyond ±1e5 are
+    /// all reproduced. An unknown character is a one-character node of score min − 10 (id -1 when
+    /// the model has no <unk>).
     private func viterbi(_ text: [UInt8]) -> [(Range<Int>, Int)] {
         let n = text.count
         guard n > 0 else { return [] }
-        let unknownScore = minScore - 10
+        let unknownScore: Float = minScore - 10
+        let rebaseThreshold: Float = 100_000
         var best = [Float](repeating: 0, count: n + 1)
         var startsAt = [Int](repeating: -1, count: n + 1)
         var bestId = [Int](repeating: -1, count: n + 1)
+        var frontier = 0
         var start = 0
         while start < n {
-            let tillHere = best[start]
+            var tillHere = best[start]
+            if tillHere < -rebaseThreshold || tillHere > rebaseThreshold {
+                let offset = tillHere
+                if frontier >= start {
+                    for i in start...frontier where i == start || startsAt[i] != -1 { best[i] -= offset }
+                }
+                tillHere = 0
+            }
             let charLength = min(SentencePieceUTF8.oneCharLength(text[start]), n - start)
             var hasSingleCharPiece = false
             trie.forEachPrefix(of: text, from: start) { end, value in
                 let id = Int(value)
                 let type = proto.pieces[id].type
                 if type == .unused { return }
+                frontier = max(frontier, end)
                 let length = end - start
-                let score = type == .userDefined ? Double(Float(length) * maxScore) - 0.1 : Double(proto.pieces[id].score)
-                let candidate = score + Double(tillHere)
-                if startsAt[end] == -1 || candidate > Double(best[end]) {
-                    best[end] = Float(candidate)
+                // User-defined symbols win over any split: 0.1 per extra byte.
+                let score: Float = type == .userDefined ? Float(0.1 * Double(length - 1)) : proto.pieces[id].score
+                let candidate = score + tillHere
+                if startsAt[end] == -1 || candidate > best[end] {
+                    best[end] = candidate
                     startsAt[end] = start
                     bestId[end] = id
                 }
@@ -219,11 +238,12 @@ public struct SentencePieceTokenizer: Sendable {
             }
             if !hasSingleCharPiece {
                 let end = start + charLength
+                frontier = max(frontier, end)
                 let candidate = unknownScore + tillHere
                 if startsAt[end] == -1 || candidate > best[end] {
                     best[end] = candidate
                     startsAt[end] = start
-                    bestId[end] = unknownId
+                    bestId[end] = unknownId ?? -1
                 }
             }
             start += charLength

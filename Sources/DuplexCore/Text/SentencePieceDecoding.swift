@@ -1,5 +1,5 @@
 extension SentencePieceTokenizer {
-    /// Text of `ids`, as `SentencePieceProcessor.decode(ids)` gives it: ▁ becomes a space, the
+    /// Text of `ids`, as `SentencePieceProcessor.decode(ids)` (0.2.3) gives it: ▁ becomes a space, the
     /// space before the first word is dropped, runs of <0xXX> byte pieces are assembled into UTF-8
     /// (each malformed byte as U+FFFD), control pieces (<s>, </s>, <pad> …) vanish and <unk> reads
     /// " ⁇ ". An id outside the vocabulary is an error, as in the library.
@@ -28,53 +28,39 @@ extension SentencePieceTokenizer {
             }
             pendingBytes.removeAll(keepingCapacity: true)
         }
-        // The library strips a leading ▁ from pieces until some text has been written (or, without
-        // remove_extra_whitespaces, until one ▁ was stripped).
-        var expectingLeadingSpace = true
-        var strippedLeadingSpace = false
+        // The library (DecodeOptimized) strips a leading ▁ from pieces until some text has been
+        // written, or, without remove_extra_whitespaces, until one ▁ was stripped.
+        let spec = proto.normalizerSpec
+        let stripsLeadingSpace = spec.addDummyPrefix || spec.removeExtraWhitespaces
+        var atStart = true
         for id in ids {
-            if let b = byteOfId(id) {
+            let piece = proto.pieces[id]
+            if piece.type == .byte, let b = Self.byteOfPiece(piece.bytes) {
                 pendingBytes.append(b)
                 continue
             }
             flushBytes()
-            if strippedLeadingSpace || !text.isEmpty { expectingLeadingSpace = false }
-            strippedLeadingSpace = appendPiece(id, to: &text, atStart: expectingLeadingSpace)
+            if !text.isEmpty { atStart = false }
+            if piece.type == .control { continue }
+            var bytes = piece.bytes[...]
+            var strippedSpace = false
+            if atStart && stripsLeadingSpace && bytes.starts(with: SentencePieceUTF8.spaceSymbol) {
+                bytes = bytes.dropFirst(SentencePieceUTF8.spaceSymbol.count)
+                strippedSpace = !spec.removeExtraWhitespaces
+            }
+            if id == unknownId || piece.type == .unknown {
+                text += proto.trainerSpec.unkSurface
+            } else {
+                Self.appendReplacingSpaceSymbol(bytes, to: &text)
+            }
+            if strippedSpace || !text.isEmpty { atStart = false }
         }
         flushBytes()
         if let denormalizer { text = denormalizer.normalize(text) }
         return text
     }
 
-    private func byteOfId(_ id: Int) -> UInt8? {
-        guard proto.pieces[id].type == .byte, let b = Self.byteOfPiece(proto.pieces[id].bytes) else { return nil }
-        return b
-    }
-
-    /// Appends one non-byte piece's text; returns whether it consumed the text's leading ▁.
-    private func appendPiece(_ id: Int, to text: inout [UInt8], atStart: Bool) -> Bool {
-        let piece = proto.pieces[id]
-        switch piece.type {
-        case .control:
-            return false
-        case .unknown:
-            // The library passes the surface through a C string: it ends at a NUL.
-            text += proto.trainerSpec.unkSurface.prefix(while: { $0 != 0 })
-            return false
-        default:
-            break
-        }
-        var bytes = piece.bytes[...]
-        var stripped = false
-        let spec = proto.normalizerSpec
-        if atStart && (spec.addDummyPrefix || spec.removeExtraWhitespaces) {
-            if bytes.starts(with: SentencePieceUTF8.spaceSymbol) {
-                bytes = bytes.dropFirst(SentencePieceUTF8.spaceSymbol.count)
-                stripped = true
-            }
-            // With extra whitespace removed, every leading ▁ goes, not only the first.
-            if spec.removeExtraWhitespaces { stripped = false }
-        }
+    private static func appendReplacingSpaceSymbol(_ bytes: ArraySlice<UInt8>, to text: inout [UInt8]) {
         var i = bytes.startIndex
         while i < bytes.endIndex {
             if bytes[i...].starts(with: SentencePieceUTF8.spaceSymbol) {
@@ -85,7 +71,6 @@ extension SentencePieceTokenizer {
                 i += 1
             }
         }
-        return stripped
     }
 
     // MARK: - Display of a model's text stream (spec §5)

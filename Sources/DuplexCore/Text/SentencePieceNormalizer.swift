@@ -5,13 +5,17 @@ struct PrecompiledCharsMap: Sendable {
     private let units: [UInt32]
     private let replacements: [UInt8]
 
+    /// Checks the map as the library does on load (normalizer.cc Init, darts.h validate), so a
+    /// corrupt map is refused up front rather than read out of bounds.
     init(blob: [UInt8]) throws(ProtobufError) {
-        guard blob.count > 4 else {
-            throw ProtobufError(offset: 0, message: "precompiled_charsmap of \(blob.count) bytes is too short")
+        func broken(_ why: String) -> ProtobufError {
+            ProtobufError(offset: 0, message: "precompiled_charsmap (\(blob.count) bytes) is invalid: \(why)")
         }
+        guard blob.count > 4 else { throw broken("too short") }
         let trieSize = Int(blob[0]) | Int(blob[1]) << 8 | Int(blob[2]) << 16 | Int(blob[3]) << 24
-        guard trieSize <= blob.count - 4 else {
-            throw ProtobufError(offset: 0, message: "precompiled_charsmap trie size \(trieSize) exceeds its \(blob.count) bytes")
+        guard trieSize < blob.count - 4 else { throw broken("trie size \(trieSize) exceeds the data") }
+        guard trieSize >= 1024 && trieSize % 1024 == 0 else {
+            throw broken("trie size \(trieSize) is not a positive multiple of 1024")
         }
         let unitCount = trieSize / 4
         var units = [UInt32](repeating: 0, count: unitCount)
@@ -19,8 +23,26 @@ struct PrecompiledCharsMap: Sendable {
             let o = 4 + 4 * i
             units[i] = UInt32(blob[o]) | UInt32(blob[o + 1]) << 8 | UInt32(blob[o + 2]) << 16 | UInt32(blob[o + 3]) << 24
         }
+        let replacements = Array(blob[(4 + trieSize)...])
+        guard Self.isValid(units, valueLimit: replacements.count) else { throw broken("the double-array trie is corrupt") }
         self.units = units
-        self.replacements = Array(blob[(4 + trieSize)...])
+        self.replacements = replacements
+    }
+
+    private static func isValid(_ units: [UInt32], valueLimit: Int) -> Bool {
+        let size = units.count
+        let root = units[0]
+        guard label(root) == 0, !hasLeaf(root), offset(root) != 0, (offset(root) | 0xFF) < size else { return false }
+        for i in 1..<size {
+            let u = units[i]
+            if label(u) <= 0xFF {
+                guard ((i ^ offset(u)) | 0xFF) < size else { return false }
+                if hasLeaf(u) && label(units[i ^ offset(u)]) <= 0xFF { return false }
+            } else if value(u) >= valueLimit {
+                return false
+            }
+        }
+        return true
     }
 
     // Darts-clone unit fields.
@@ -30,12 +52,13 @@ struct PrecompiledCharsMap: Sendable {
     private static func offset(_ u: UInt32) -> Int { Int((u >> 10) << ((u & (1 << 9)) >> 6)) }
 
     /// The longest rule matching a prefix of `bytes[start...]`: (bytes consumed, replacement).
+    /// Like the library, only the first 32 matches (shortest first) are considered.
     func longestMatch(_ bytes: [UInt8], from start: Int) -> (length: Int, replacement: ArraySlice<UInt8>)? {
-        guard !units.isEmpty else { return nil }
         var nodePos = Self.offset(units[0])
         var best: (length: Int, value: Int)?
+        var matches = 0
         var i = start
-        while i < bytes.count {
+        while i < bytes.count && matches < 32 {
             let c = bytes[i]
             nodePos ^= Int(c)
             guard nodePos < units.count else { break }
@@ -46,13 +69,13 @@ struct PrecompiledCharsMap: Sendable {
             if Self.hasLeaf(unit) {
                 guard nodePos < units.count else { break }
                 best = (i - start, Self.value(units[nodePos]))
+                matches += 1
             }
         }
-        guard let best else { return nil }
-        // Replacement strings are NUL-terminated; one that runs off the end is cut there.
-        let from = min(best.value, replacements.count)
-        let to = replacements[from...].firstIndex(of: 0) ?? replacements.count
-        return (best.length, replacements[from..<to])
+        guard let best, best.value < replacements.count else { return nil }
+        // Replacement strings are NUL-terminated.
+        let end = replacements[best.value...].firstIndex(of: 0) ?? replacements.count
+        return (best.length, replacements[best.value..<end])
     }
 }
 
