@@ -21,6 +21,8 @@ public struct SentencePieceTokenizer: Sendable {
     private let pieceIds: [[UInt8]: Int]
     /// Ids of the <0xXX> pieces by byte value (empty without byte fallback).
     private let byteIds: [Int]
+    /// The byte each id stands for (-1 for pieces that are not <0xXX> byte pieces).
+    let byteValues: [Int16]
     private let minScore: Float
 
     public var vocabularySize: Int { proto.pieces.count }
@@ -116,6 +118,9 @@ public struct SentencePieceTokenizer: Sendable {
         self.eosId = controlId(proto.trainerSpec.eosPiece)
         self.padId = controlId(proto.trainerSpec.padPiece)
         self.byteIds = byteFallback ? byteIds : []
+        var byteValues = [Int16](repeating: -1, count: proto.pieces.count)
+        for (b, id) in byteIds.enumerated() where id >= 0 { byteValues[id] = Int16(b) }
+        self.byteValues = byteValues
         self.trie = ByteTrie(keys: trieKeys)
         // The lowest normal score sets the unknown-character penalty.
         var lo = Float.greatestFiniteMagnitude

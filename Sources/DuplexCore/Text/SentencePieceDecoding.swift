@@ -35,8 +35,8 @@ extension SentencePieceTokenizer {
         var atStart = true
         for id in ids {
             let piece = proto.pieces[id]
-            if piece.type == .byte, let b = Self.byteOfPiece(piece.bytes) {
-                pendingBytes.append(b)
+            if byteValues[id] >= 0 {
+                pendingBytes.append(UInt8(byteValues[id]))
                 continue
             }
             flushBytes()
