@@ -42,6 +42,7 @@ struct BenchLM: ParsableCommand {
         let c = folder.config
         let codes = (0..<(steps + warmup + 1)).map { _ in (0..<c.userStreams).map { _ in Int32(rng.next() % UInt64(c.card)) } }
         var times: [Double] = []
+        times.reserveCapacity(codes.count)
         for (i, frame) in codes.enumerated() {
             let t0 = DispatchTime.now().uptimeNanoseconds
             _ = try frame.withUnsafeBufferPointer { try gen.step(userCodes: $0, state: &state) }
