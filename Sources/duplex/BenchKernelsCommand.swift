@@ -24,15 +24,39 @@ struct BenchKernels: ParsableCommand {
                 let gflops = benchSgemm(m: m, n: n, k: k)
                 print(row("sgemm (OpenBLAS)", "\(m)×\(k) · \(k)×\(n)", t, String(format: "%7.1f GFLOP/s", gflops)))
             }
-            for (r, c) in [(4096, 4096), (11264, 4096)] {
+            for (r, c) in matvecShapes {
                 let gbs = benchSgemv(rows: r, cols: c)
                 print(row("sgemv f32 (OpenBLAS)", "\(r)×\(c)", t, String(format: "%7.1f GB/s", gbs)))
             }
+            for (r, c) in matvecShapes {
+                let gbs = benchParallel(rows: r, cols: c, bf16: false)
+                print(row("matvec f32 (duplex pool)", "\(r)×\(c)", t, String(format: "%7.1f GB/s", gbs)))
+            }
+            for (r, c) in matvecShapes {
+                let gbs = benchParallel(rows: r, cols: c, bf16: true)
+                print(row("matvec bf16 (duplex pool)", "\(r)×\(c)", t, String(format: "%7.1f GB/s", gbs)))
+            }
         }
-        for (r, c) in [(4096, 4096), (11264, 4096)] {
-            let gbs = benchMatvecBF16(rows: r, cols: c)
-            print(row("matvec bf16 (duplex)", "\(r)×\(c)", 1, String(format: "%7.1f GB/s", gbs)))
+    }
+
+    /// From a depformer-sized layer to the 7B's gating projection (the big ones exceed any cache).
+    private var matvecShapes: [(Int, Int)] { [(512, 256), (1536, 512), (3072, 1024), (4096, 4096), (11264, 4096), (22528, 4096)] }
+
+    private func benchParallel(rows: Int, cols: Int, bf16: Bool) -> Double {
+        let x = random(cols)
+        var y = [Float](repeating: 0, count: rows)
+        if bf16 {
+            let w = random(rows * cols).map(HalfPrecision.floatToBF16)
+            let s = time {
+                y.withUnsafeMutableBufferPointer { yp in ParallelMatvec.bf16(w, x, yp.baseAddress!, rows: rows, cols: cols) }
+            }
+            return Double(rows * cols * 2) / s / 1e9
         }
+        let w = random(rows * cols)
+        let s = time {
+            y.withUnsafeMutableBufferPointer { yp in ParallelMatvec.f32(w, x, yp.baseAddress!, rows: rows, cols: cols) }
+        }
+        return Double(rows * cols * 4) / s / 1e9
     }
 
     private func row(_ name: String, _ shape: String, _ t: Int, _ result: String) -> String {
@@ -79,12 +103,4 @@ struct BenchKernels: ParsableCommand {
         return Double(rows * cols * 4) / s / 1e9
     }
 
-    private func benchMatvecBF16(rows: Int, cols: Int) -> Double {
-        let w = random(rows * cols).map(HalfPrecision.floatToBF16), x = random(cols)
-        var y = [Float](repeating: 0, count: rows)
-        let s = time {
-            y.withUnsafeMutableBufferPointer { yp in Kernels.matvecBF16(w, x, yp.baseAddress!, rows: rows, cols: cols) }
-        }
-        return Double(rows * cols * 2) / s / 1e9
-    }
 }

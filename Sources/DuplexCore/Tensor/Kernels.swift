@@ -12,6 +12,7 @@ public enum Kernels {
     /// rather than leaving OpenBLAS to pick, so runs are reproducible and leave cores to audio.
     public static func setThreads(_ count: Int) {
         openblas_set_num_threads(Int32(max(1, count)))
+        WorkerPool.shared.threads = count
     }
 
     public static var threads: Int { Int(openblas_get_num_threads()) }
@@ -92,22 +93,9 @@ public enum Kernels {
         _ w: UnsafePointer<UInt16>, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
         rows: Int, cols: Int, accumulate: Bool = false
     ) {
-        let vectorCols = cols & ~15
-        for r in 0..<rows {
-            let row = w + r * cols
-            var even = SIMD8<Float>(), odd = SIMD8<Float>()
-            var c = 0
-            while c < vectorCols {
-                let pairs = UnsafeRawPointer(row + c).loadUnaligned(as: SIMD8<UInt32>.self)
-                let xv = UnsafeRawPointer(x + c).loadUnaligned(as: SIMD16<Float>.self)
-                even += unsafeBitCast(pairs &<< 16, to: SIMD8<Float>.self) * xv.evenHalf
-                odd += unsafeBitCast(pairs & 0xFFFF_0000, to: SIMD8<Float>.self) * xv.oddHalf
-                c += 16
-            }
-            var sum = (even + odd).sum()
-            while c < cols { sum += HalfPrecision.bf16ToFloat(row[c]) * x[c]; c += 1 }
-            y[r] = accumulate ? y[r] + sum : sum
-        }
+        let split = ThreadScratch.floats(cols)
+        ParallelMatvec.deinterleave(x, into: split, cols: cols)
+        ParallelMatvec.bf16SplitRows(w, x, split: split, y, rows: 0..<rows, cols: cols, accumulate: accumulate)
     }
 
     public static func matvecBF16Naive(
@@ -125,10 +113,11 @@ public enum Kernels {
 
     @inline(__always)
     public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+        // Plain multiply-add: `addProduct` is a libm fma call per lane on baseline x86-64.
         var acc = SIMD8<Float>()
         var i = 0
         while i + 8 <= count {
-            // Multiply then add: see matvecBF16 for why not `addProduct`.
+            // Multiply then add: `addProduct` lowers to libm's fmaf where FMA is not enabled.
             acc += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self)
                 * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
             i += 8

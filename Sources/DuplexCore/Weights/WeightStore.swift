@@ -33,12 +33,13 @@ public struct WeightMatrix: @unchecked Sendable {
 
     public var byteCount: Int { rows * cols * bytesPerElement }
 
-    /// y[rows] (+)= W · x[cols].
+    /// y[rows] (+)= W · x[cols], rows split over the shared worker pool (`ParallelMatvec`; one
+    /// pool for f32 and bf16, so OpenBLAS's own threads never spin against ours on a batch-1 step).
     @inline(__always)
     public func apply(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
         switch storage {
-        case .f32(let w): Kernels.matvec(w, x, y, rows: rows, cols: cols, accumulate: accumulate)
-        case .bf16(let w): Kernels.matvecBF16(w, x, y, rows: rows, cols: cols, accumulate: accumulate)
+        case .f32(let w): ParallelMatvec.f32(w, x, y, rows: rows, cols: cols, accumulate: accumulate)
+        case .bf16(let w): ParallelMatvec.bf16(w, x, y, rows: rows, cols: cols, accumulate: accumulate)
         }
     }
 

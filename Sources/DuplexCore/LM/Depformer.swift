@@ -1,0 +1,80 @@
+import Foundation
+
+/// The depth transformer (Kyutai's depformer, `LMModel.forward_depformer` driven by
+/// `LMGen.depformer_step`): after the text token of a frame is sampled, generates the frame's
+/// `depQ` audio codebooks one after another. Depth step k reads
+///   depformer_in.{k}(h) + (k == 0 ? depformer_text_emb(text) : depformer_emb.{k−1}(a_{k−1})),
+/// runs the depformer transformer on that single position (weight set k, causal over the depth
+/// steps of this frame only, no positional embedding), and `linears.{k}` gives the logits of a_k.
+/// The transformer's KV ring is cleared at the start of every frame: Kyutai enters a fresh
+/// streaming context for each `depformer_step`.
+public final class Depformer: Sendable {
+    public let config: LMConfig
+    let inputs: [WeightMatrix]        // depformer_in.{k}.weight [depformerDim, dim] (one, or one per step)
+    let textEmb: WeightMatrix         // depformer_text_emb.weight [textCard + 1, depformerDim]
+    let emb: [WeightMatrix]           // depformer_emb.{k}.weight [card + 1, depformerDim], k < depQ − 1
+    public let transformer: StreamingTransformer   // depformer.layers.{l}.… (per-step weights stacked step-major)
+    let heads: [WeightMatrix]         // linears.{k}.weight [card, depformerDim]
+
+    init(store: WeightStore, config c: LMConfig) {
+        config = c
+        let dd = c.depformerDim
+        inputs = (0..<(c.depformerMultiLinear ? c.depQ : 1)).map { store.matrix("depformer_in.\($0).weight", shape: [dd, c.dim]) }
+        textEmb = store.matrix("depformer_text_emb.weight", shape: [c.textCard + 1, dd])
+        emb = (0..<max(0, c.depQ - 1)).map { store.matrix("depformer_emb.\($0).weight", shape: [c.card + 1, dd]) }
+        transformer = StreamingTransformer(store: store, prefix: "depformer.", config: c.depformerTransformer)
+        heads = (0..<c.depQ).map { store.matrix("linears.\($0).weight", shape: [c.card, dd]) }
+    }
+
+    public struct State: Sendable {
+        public var transformer: StreamingTransformer.State
+        var x: [Float]      // [depformerDim]
+        var row: [Float]    // [depformerDim]
+        /// Logits of every depth step of the last frame [depQ, card] (before sampling).
+        public internal(set) var logits: [Float]
+
+        public mutating func reset() { transformer.reset() }
+    }
+
+    public func makeState() -> State {
+        let dd = config.depformerDim
+        return State(transformer: transformer.makeState(maxSteps: 1), x: [Float](repeating: 0, count: dd),
+                     row: [Float](repeating: 0, count: dd), logits: [Float](repeating: 0, count: config.depQ * config.card))
+    }
+
+    /// Generates the frame's `depQ` audio tokens into `tokens` from the temporal output `hidden`
+    /// [dim] and the text token just sampled, drawing each with `sampler`.
+    public func step(hidden: UnsafePointer<Float>, textToken: Int32, sampler: inout Sampler, temperature: Float, topK: Int,
+                     tokens: UnsafeMutablePointer<Int32>, frame: Int, state: inout State) throws {
+        let dd = config.depformerDim, card = config.card
+        state.transformer.reset()
+        var previous = textToken
+        for k in 0..<config.depQ {
+            state.x.withUnsafeMutableBufferPointer { xBuf in
+            state.row.withUnsafeMutableBufferPointer { rowBuf in
+                let x = xBuf.baseAddress!, row = rowBuf.baseAddress!
+                inputs[config.depformerMultiLinear ? k : 0].apply(hidden, into: x)
+                // Clamped like ScaledEmbedding; sampled tokens are always in range.
+                let table = k == 0 ? textEmb : emb[k - 1]
+                table.copyRow(min(table.rows - 1, max(0, Int(previous))), into: row)
+                for i in 0..<dd { x[i] += row[i] }
+                transformer.step(x, steps: 1, state: &state.transformer)
+                state.logits.withUnsafeMutableBufferPointer { heads[k].apply(x, into: $0.baseAddress! + k * card) }
+            }
+            }
+            let sampled = state.logits.withUnsafeBufferPointer { logits in
+                sampler.sample(logits.baseAddress! + k * card, count: card, temperature: temperature, topK: topK)
+            }
+            guard let token = sampled else { throw LMError.nonFiniteLogits(what: "audio logits of depth step \(k)", step: frame) }
+            tokens[k] = Int32(token)
+            previous = Int32(token)
+        }
+    }
+
+    var weightBytesPerStep: Int {
+        var total = heads.reduce(0) { $0 + $1.byteCount }
+        total += config.depformerMultiLinear ? inputs.reduce(0) { $0 + $1.byteCount } : config.depQ * inputs[0].byteCount
+        for layer in transformer.layers { total += layer.weightBytes }
+        return total
+    }
+}

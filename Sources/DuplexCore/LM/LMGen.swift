@@ -1,0 +1,117 @@
+import Foundation
+
+/// Streaming generation, exactly Kyutai's `LMGen._step` (spec §3.7). Streams: 0 = text,
+/// 1…depQ = Moshi's audio codebooks, depQ+1… = the user's. Each has a delay d_s (text and the
+/// semantic codebooks 0, acoustic ones 1 for moshiko).
+///
+/// The state keeps a ring `cache[stream][CT]`, CT = maxDelay + 2, filled with −2 ("not generated
+/// yet"), and the call counter o. One call:
+///   1. writes the user's code of stream s at column (o + d_s) mod CT;
+///   2. reads every stream's input from column o mod CT, replacing it by the initial token
+///      (textCard for text, card for audio) while o ≤ d_s;
+///   3. temporal transformer → text logits → text token; depformer → depQ audio tokens;
+///   4. o += 1; the generated tokens go to column o mod CT;
+///   5. while o ≤ maxDelay returns nothing; afterwards returns, per generated stream,
+///      column (o − maxDelay + d_s) mod CT: the text and semantic tokens of the previous call with
+///      the acoustic tokens of this one — one whole frame for Mimi to decode.
+///
+/// Trace (spec §3.7): call 0 sees initial tokens everywhere and returns nothing; call 1 returns
+/// call 0's text + semantic token with call 1's acoustic tokens; user frame o's semantic code is
+/// read in call o, its acoustic codes in call o + 1.
+public struct LMGen: Sendable {
+    public let model: LMModel
+    public let sampling: SamplingParameters
+
+    public init(model: LMModel, sampling: SamplingParameters = SamplingParameters()) {
+        self.model = model
+        self.sampling = sampling
+    }
+
+    public var config: LMConfig { model.config }
+    /// Columns of the delay ring.
+    public var ringLength: Int { config.maxDelay + 2 }
+
+    public struct State: Sendable {
+        public var model: LMModel.State
+        var cache: [Int32]       // [numStreams, ringLength]
+        var input: [Int32]       // [numStreams]
+        var generated: [Int32]   // [1 + depQ]: this call's text + audio tokens
+        /// The last frame returned: text token, then depQ audio codes [1 + depQ].
+        public internal(set) var output: [Int32]
+        var sampler: Sampler
+        let seed: UInt64
+        /// Calls so far (Kyutai's offset); grows forever.
+        public internal(set) var offset = 0
+
+        public mutating func reset() {
+            model.reset()
+            for i in cache.indices { cache[i] = -2 }
+            sampler = Sampler(seed: seed)
+            offset = 0
+        }
+    }
+
+    public func makeState() -> State {
+        let c = config
+        return State(model: model.makeState(), cache: [Int32](repeating: -2, count: c.numStreams * ringLength),
+                     input: [Int32](repeating: 0, count: c.numStreams), generated: [Int32](repeating: 0, count: 1 + c.depQ),
+                     output: [Int32](repeating: -2, count: 1 + c.depQ),
+                     sampler: Sampler(seed: sampling.seed, maxTopK: max(256, sampling.textTopK, sampling.audioTopK)),
+                     seed: sampling.seed)
+    }
+
+    /// One 80 ms step. `userCodes` holds at least `userStreams` codes (extra ones are ignored,
+    /// as Kyutai drops them); each in −1…card (−1 = no input). Returns true when a frame came out,
+    /// then `state.output` holds it (text token, then depQ audio codes). Allocation-free.
+    public func step(userCodes: UnsafeBufferPointer<Int32>, state: inout State) throws -> Bool {
+        let c = config
+        let ct = ringLength
+        guard userCodes.count >= c.userStreams else {
+            throw LMError.wrongStreamCount(got: userCodes.count, expected: c.userStreams)
+        }
+        for u in 0..<c.userStreams where userCodes[u] < -1 || Int(userCodes[u]) > c.card {
+            throw LMError.tokenOutOfRange(stream: "user codebook \(u)", token: Int(userCodes[u]), valid: -1...c.card)
+        }
+        let o = state.offset
+        let firstUser = 1 + c.depQ
+        for u in 0..<c.userStreams {
+            let s = firstUser + u
+            state.cache[s * ct + (o + c.delays[s]) % ct] = userCodes[u]
+        }
+        for s in 0..<c.numStreams {
+            if o <= c.delays[s] {
+                state.input[s] = Int32(s == 0 ? c.textInitialToken : c.audioInitialToken)
+            } else {
+                state.input[s] = state.cache[s * ct + o % ct]
+            }
+        }
+        try state.input.withUnsafeBufferPointer { try model.temporalStep($0, state: &state.model) }
+        let sampledText = state.model.textLogits.withUnsafeBufferPointer { logits in
+            state.sampler.sample(logits.baseAddress!, count: c.textCardOut, temperature: sampling.textTemperature,
+                                 topK: sampling.textTopK)
+        }
+        guard let text = sampledText else { throw LMError.nonFiniteLogits(what: "text logits", step: o) }
+        state.generated[0] = Int32(text)
+        try state.model.hidden.withUnsafeBufferPointer { hidden in
+            try state.generated.withUnsafeMutableBufferPointer { generated in
+                try model.depformer.step(hidden: hidden.baseAddress!, textToken: Int32(text), sampler: &state.sampler,
+                                         temperature: sampling.audioTemperature, topK: sampling.audioTopK,
+                                         tokens: generated.baseAddress! + 1, frame: o, state: &state.model.depformer)
+            }
+        }
+        state.offset = o + 1
+        let column = (o + 1) % ct
+        for s in 0...c.depQ { state.cache[s * ct + column] = state.generated[s] }
+        if o + 1 <= c.maxDelay { return false }
+        for s in 0...c.depQ {
+            state.output[s] = state.cache[s * ct + (o + 1 - c.maxDelay + c.delays[s]) % ct]
+        }
+        return true
+    }
+
+    /// Convenience for offline callers: the returned frame, or nil on the first `maxDelay` calls.
+    public func step(userCodes: [Int32], state: inout State) throws -> [Int32]? {
+        let produced = try userCodes.withUnsafeBufferPointer { try step(userCodes: $0, state: &state) }
+        return produced ? state.output : nil
+    }
+}

@@ -1,0 +1,158 @@
+import Foundation
+
+/// What can go wrong while running the LM, each with a message naming the thing.
+public enum LMError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// A caller-supplied token outside the stream's vocabulary.
+    case tokenOutOfRange(stream: String, token: Int, valid: ClosedRange<Int>)
+    /// The caller gave the wrong number of user codebooks.
+    case wrongStreamCount(got: Int, expected: Int)
+    /// NaN or ±Inf among the logits (poisoned weights or activations blew up).
+    case nonFiniteLogits(what: String, step: Int)
+
+    public var description: String {
+        switch self {
+        case let .tokenOutOfRange(stream, token, valid):
+            return "token \(token) for \(stream) is out of range (valid: \(valid.lowerBound)…\(valid.upperBound), −1 = no input)"
+        case let .wrongStreamCount(got, expected):
+            return "got \(got) user codebooks per frame, expected at least \(expected)"
+        case let .nonFiniteLogits(what, step):
+            return "\(what) at step \(step) contain NaN or Inf: the weights are poisoned or the activations overflowed "
+                + "(check the checkpoint with `duplex info --scan --model …`)"
+        }
+    }
+}
+
+/// A weight file that does not fit the config, with the loader's list of problems and a hint.
+public struct LMLoadError: Error, CustomStringConvertible, Sendable {
+    public let underlying: SafetensorsError
+    public let hint: String
+    public var description: String { "\(underlying)\n\(hint)" }
+}
+
+/// Kyutai's Moshi LM (`moshi/models/lm.py` `LMModel`): per step, the embeddings of all streams
+/// (text + `nQ` audio) summed, the temporal transformer, `out_norm`, the text head; then the
+/// depformer (`Depformer`) for the audio codebooks. Immutable over memory-mapped weights (bf16
+/// stays bf16); everything that changes lives in `State`.
+public final class LMModel: Sendable {
+    public let config: LMConfig
+    let textEmb: WeightMatrix          // text_emb.weight [textCard + 1, dim]
+    let emb: [WeightMatrix]            // emb.{s}.weight [card + 1, dim], s < nQ
+    public let transformer: StreamingTransformer   // transformer.layers.{l}.…
+    let outNorm: Norm                  // out_norm.alpha [1, 1, dim]
+    let textLinear: WeightMatrix       // text_linear.weight [textCardOut, dim]
+    public let depformer: Depformer
+    let extraHeads: [WeightMatrix]     // extra_heads.{i}.weight [extraHeadsDim, dim] (loaded, unused)
+
+    /// Asks `store` for every tensor by its checkpoint name; problems are collected in the store
+    /// (call `store.finish()` after, or use `load`).
+    public init(store: WeightStore, config c: LMConfig) {
+        config = c
+        textEmb = store.matrix("text_emb.weight", shape: [c.textCard + 1, c.dim])
+        emb = (0..<c.nQ).map { store.matrix("emb.\($0).weight", shape: [c.card + 1, c.dim]) }
+        transformer = StreamingTransformer(store: store, prefix: "transformer.", config: c.temporalTransformer)
+        outNorm = Norm(store: store, prefix: "out_norm", kind: .rmsNorm(eps: 1e-8), dim: c.dim)
+        textLinear = store.matrix("text_linear.weight", shape: [c.textCardOut, c.dim])
+        depformer = Depformer(store: store, config: c)
+        extraHeads = (0..<c.extraHeadsNumHeads).map { store.matrix("extra_heads.\($0).weight", shape: [c.extraHeadsDim, c.dim]) }
+    }
+
+    /// Loads `model.safetensors` strictly: every tensor the config implies must be there with
+    /// its shape, and nothing else may be.
+    public static func load(path: String, config: LMConfig) throws -> LMModel {
+        try config.validate()
+        let store = try WeightStore(path: path)
+        let model = LMModel(store: store, config: config)
+        do {
+            try store.finish()
+        } catch let error as SafetensorsError {
+            var hint = "expected the LM of config dim \(config.dim), \(config.numLayers) layers, text_card \(config.textCard), "
+                + "n_q \(config.nQ), dep_q \(config.depQ), card \(config.card), depformer \(config.depformerDim)×\(config.depformerNumLayers)"
+            if let shape = store.shape(of: "text_emb.weight"), shape.count == 2 {
+                hint += "; the file's text_emb is \(shape[0])×\(shape[1])"
+            }
+            hint += ". Does config.json (or its absence, meaning moshiko 7B) match this checkpoint?"
+            throw LMLoadError(underlying: error, hint: hint)
+        }
+        return model
+    }
+
+    // MARK: state
+
+    public struct State: Sendable {
+        public var transformer: StreamingTransformer.State
+        public var depformer: Depformer.State
+        /// The temporal transformer's normalised output for the last step (what the depformer and the text head read) [dim].
+        public internal(set) var hidden: [Float]
+        /// Text logits of the last step [textCardOut].
+        public internal(set) var textLogits: [Float]
+        var row: [Float]                // [dim] scratch for embedding rows
+        /// Temporal steps taken (the next step's position; never wraps).
+        public internal(set) var steps = 0
+
+        public mutating func reset() {
+            transformer.reset()
+            depformer.reset()
+            steps = 0
+        }
+    }
+
+    public func makeState() -> State {
+        State(transformer: transformer.makeState(maxSteps: 1), depformer: depformer.makeState(),
+              hidden: [Float](repeating: 0, count: config.dim), textLogits: [Float](repeating: 0, count: config.textCardOut),
+              row: [Float](repeating: 0, count: config.dim))
+    }
+
+    /// Checks one input token of stream `s` (0 = text, 1… = audio): −1 means "no input"
+    /// (a zero embedding); otherwise an index into that stream's table.
+    func checkToken(_ token: Int32, stream s: Int) throws {
+        let last = s == 0 ? config.textCard : config.card
+        guard token >= -1 && Int(token) <= last else {
+            throw LMError.tokenOutOfRange(stream: s == 0 ? "the text stream" : "audio stream \(s - 1)", token: Int(token),
+                                          valid: -1...last)
+        }
+    }
+
+    /// One temporal step: `tokens[0..<1+nQ]` (text, then every audio stream, already delayed)
+    /// → `state.hidden` and `state.textLogits`.
+    public func temporalStep(_ tokens: UnsafeBufferPointer<Int32>, state: inout State) throws {
+        guard tokens.count >= config.numStreams else {
+            throw LMError.wrongStreamCount(got: max(0, tokens.count - 1 - config.depQ), expected: config.userStreams)
+        }
+        for s in 0..<config.numStreams { try checkToken(tokens[s], stream: s) }
+        let d = config.dim
+        state.hidden.withUnsafeMutableBufferPointer { xBuf in
+        state.row.withUnsafeMutableBufferPointer { rowBuf in
+            let x = xBuf.baseAddress!, row = rowBuf.baseAddress!
+            // Embeddings summed (Kyutai's ScaledEmbedding: −1 → zeros, other negatives clamp to row 0).
+            x.update(repeating: 0, count: d)
+            for s in 0..<config.numStreams {
+                let token = tokens[s]
+                if token == -1 { continue }
+                (s == 0 ? textEmb : emb[s - 1]).copyRow(Int(max(0, token)), into: row)
+                for i in 0..<d { x[i] += row[i] }
+            }
+            transformer.step(x, steps: 1, state: &state.transformer)
+            outNorm.apply(x, into: x)
+        }
+        }
+        state.hidden.withUnsafeBufferPointer { h in
+            state.textLogits.withUnsafeMutableBufferPointer { textLinear.apply(h.baseAddress!, into: $0.baseAddress!) }
+        }
+        state.steps += 1
+    }
+
+    /// Bytes of weights one step streams (every matrix once; embeddings one row each).
+    public var weightBytesPerStep: Int {
+        var total = textLinear.byteCount + depformer.weightBytesPerStep
+        for layer in transformer.layers { total += layer.weightBytes }
+        return total
+    }
+}
+
+extension TransformerLayer {
+    /// Bytes of this layer's matrices (all weight sets).
+    var weightBytes: Int {
+        attention.inProjs.reduce(0) { $0 + $1.byteCount } + attention.outProjs.reduce(0) { $0 + $1.byteCount }
+            + ffnIn.reduce(0) { $0 + $1.byteCount } + ffnOut.reduce(0) { $0 + $1.byteCount }
+    }
+}

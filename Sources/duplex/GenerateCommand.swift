@@ -1,0 +1,134 @@
+import ArgumentParser
+import DuplexCore
+import Foundation
+
+/// Offline file mode, like Kyutai's `run_inference`: the whole input goes through the same
+/// streaming step a live conversation uses, one 80 ms frame at a time. As run_inference does, the
+/// first frame is fed twice so it is not swallowed by the initial tokens of call 0: n input frames
+/// give n output frames.
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a recording (or user codes) through Moshi offline, frame by frame.",
+        discussion: """
+            Audio: --input IN.wav --output OUT.wav [--text OUT.txt].
+            Tokens (no codec needed): --input-codes user.npy (int32 [8, frames], the user's Mimi codes)
+            and --output-codes out.npy (int32 [9, frames]: Moshi's text token, then its 8 audio codes).
+            --model is a folder laid out like Kyutai's HF repos (see `duplex generate --help` and README).
+            """)
+
+    @Option(help: "Model folder (model.safetensors, tokenizer-e351c8d8-checkpoint125.safetensors, tokenizer_spm_32k_3.model, optional config.json).")
+    var model: String
+
+    @Option(help: "User audio (WAV, 24 kHz mono).")
+    var input: String?
+
+    @Option(help: "Moshi's audio (WAV, 24 kHz mono).")
+    var output: String?
+
+    @Option(help: "Moshi's text (the transcript of what it said).")
+    var text: String?
+
+    @Option(name: .customLong("input-codes"), help: "User codes instead of audio: .npy int32 [8, frames] (extra codebooks ignored).")
+    var inputCodes: String?
+
+    @Option(name: .customLong("output-codes"), help: "Write what the model produced: .npy int32 [9, frames] (text, then 8 audio codes).")
+    var outputCodes: String?
+
+    @Option(help: "Stop after this many input frames.")
+    var maxFrames: Int?
+
+    @OptionGroup var sampling: SamplingOptions
+    @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        guard (input == nil) != (inputCodes == nil) else {
+            throw ValidationError("give exactly one input: --input IN.wav or --input-codes FILE.npy")
+        }
+        guard output != nil || text != nil || outputCodes != nil else {
+            throw ValidationError("nothing to write: give --output OUT.wav, --text OUT.txt and/or --output-codes FILE.npy")
+        }
+        if let maxFrames, maxFrames < 1 { throw ValidationError("--max-frames must be at least 1") }
+    }
+
+    func run() throws {
+        compute.apply()
+        let folder = try ModelFolder(model)
+        // The codec and the tokenizer are separate components; say plainly when one is missing
+        // from this build rather than half-running.
+        if input != nil || output != nil {
+            _ = try folder.mimiPath
+            throw ValidationError("audio input/output needs the Mimi codec, which this build of duplex does not include yet; "
+                                  + "drive the LM at the token level with --input-codes / --output-codes")
+        }
+        if text != nil {
+            _ = try folder.tokenizerPath
+            throw ValidationError("--text needs the SentencePiece tokenizer, which this build of duplex does not include yet; "
+                                  + "row 0 of --output-codes holds the text token ids")
+        }
+        let user = try readUserCodes(folder.config)
+        let lm = try folder.loadLM()
+        let gen = LMGen(model: lm, sampling: sampling.parameters(for: folder.config))
+        let frames = min(user.frames, maxFrames ?? Int.max)
+        let produced = try run(gen, user: user, frames: frames)
+        if let outputCodes {
+            try NPY.writeInt32(outputCodes, NPY.Array(shape: [1 + folder.config.depQ, produced.count],
+                                                      int32: transposed(produced, rows: 1 + folder.config.depQ)))
+        }
+    }
+
+    struct UserCodes {
+        let frames: Int
+        let codebooks: Int
+        let values: [Int32]   // [codebooks, frames]
+        func frame(_ t: Int, count: Int) -> [Int32] { (0..<count).map { values[$0 * frames + t] } }
+    }
+
+    private func readUserCodes(_ config: LMConfig) throws -> UserCodes {
+        guard let inputCodes else { throw ValidationError("no input") }
+        let array = try NPY.readInt32(inputCodes)
+        guard array.shape.count == 2 else {
+            throw ValidationError("\(inputCodes): expected a 2-D array [codebooks, frames], got shape \(array.shape)")
+        }
+        let (k, t) = (array.shape[0], array.shape[1])
+        guard k >= config.userStreams else {
+            throw ValidationError("\(inputCodes): \(k) codebooks, the model needs \(config.userStreams) (shape [\(config.userStreams), frames])")
+        }
+        guard t >= 1 else { throw ValidationError("\(inputCodes): no frames") }
+        if let bad = array.int32.firstIndex(where: { $0 < -1 || Int($0) > config.card }) {
+            throw ValidationError("\(inputCodes): code \(array.int32[bad]) at codebook \(bad / t), frame \(bad % t) is outside −1…\(config.card)")
+        }
+        return UserCodes(frames: t, codebooks: k, values: array.int32)
+    }
+
+    /// The streaming loop: each produced frame as [1 + depQ] tokens.
+    private func run(_ gen: LMGen, user: UserCodes, frames: Int) throws -> [[Int32]] {
+        var state = gen.makeState()
+        let streams = gen.config.userStreams
+        var produced: [[Int32]] = []
+        produced.reserveCapacity(frames)
+        let start = DispatchTime.now().uptimeNanoseconds
+        var lastReport = start
+        for t in 0..<frames {
+            let codes = user.frame(t, count: streams)
+            if t == 0 { _ = try gen.step(userCodes: codes, state: &state) }   // run_inference's first-frame rule
+            if let frame = try gen.step(userCodes: codes, state: &state) { produced.append(frame) }
+            let now = DispatchTime.now().uptimeNanoseconds
+            if now - lastReport > 2_000_000_000 {
+                lastReport = now
+                let ms = Double(now - start) / 1e6 / Double(t + 1)
+                warn(String(format: "frame %d/%d, %.1f ms/frame", t + 1, frames, ms))
+            }
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        warn(String(format: "generated %d frames (%.1f s of audio) in %.1f s: %.1f ms/frame, real-time factor %.2f",
+                    produced.count, Double(produced.count) * 0.08, seconds, seconds * 1000 / Double(max(1, frames + 1)),
+                    seconds / max(1e-9, Double(frames) * 0.08)))
+        return produced
+    }
+
+    private func transposed(_ frames: [[Int32]], rows: Int) -> [Int32] {
+        var out = [Int32](repeating: 0, count: rows * frames.count)
+        for (t, f) in frames.enumerated() { for r in 0..<rows { out[r * frames.count + t] = f[r] } }
+        return out
+    }
+}
