@@ -72,7 +72,9 @@ public final class ChatClient: @unchecked Sendable {
             do {
                 channel = try await bootstrap.connect(host: target.host, port: target.port).get()
             } catch {
-                throw ChatServerError("cannot connect to \(target.host):\(target.port): \(error)")
+                let failure = ChatServerError("cannot connect to \(target.host):\(target.port): \(error)")
+                handshake.fail(failure)
+                throw failure
             }
             channel.closeFuture.whenComplete { _ in handshake.fail(ChatServerError("the connection closed before the server's handshake")) }
             let timer = loop.scheduleTask(in: timeout) { handshake.fail(ChatServerError("no handshake from \(url) within \(timeout.nanoseconds / 1_000_000_000) s")) }

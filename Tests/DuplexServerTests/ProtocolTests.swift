@@ -67,3 +67,20 @@ final class ProtocolTests: XCTestCase {
         XCTAssertFalse(constantTimeEqual([], Array("s3cret".utf8)))
     }
 }
+
+final class CapacityTests: XCTestCase {
+    func testSessionsFitInOneFrameWithHeadroom() {
+        XCTAssertEqual(ServerCapacity.sessions(frameSeconds: 0.020, frameDuration: 0.080), 3)   // 0.064 / 0.020
+        XCTAssertEqual(ServerCapacity.sessions(frameSeconds: 0.0639, frameDuration: 0.080), 1)
+        XCTAssertEqual(ServerCapacity.sessions(frameSeconds: 0.2, frameDuration: 0.080), 1, "never less than one")
+        XCTAssertEqual(ServerCapacity.sessions(frameSeconds: 0, frameDuration: 0.080), 1)
+    }
+
+    func testMeasureRunsAFreshSession() throws {
+        let before = EchoProcessor.live.load(ordering: .relaxed)
+        let estimate = try ServerCapacity.measure(echoModel(), frames: 4, warmup: 1)
+        XCTAssertGreaterThanOrEqual(estimate.sessions, 1)
+        XCTAssertGreaterThan(estimate.frameSeconds, 0)
+        XCTAssertEqual(EchoProcessor.live.load(ordering: .relaxed), before, "the probe session is released")
+    }
+}
