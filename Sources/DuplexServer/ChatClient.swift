@@ -61,7 +61,10 @@ public final class ChatClient: @unchecked Sendable {
                     }
                     return channel.eventLoop.makeCompletedFuture {
                         let request = UpgradeRequest(target: target, failed: handshake)
+                        // The server's first messages can share a read with its 101 response:
+                        // forward those bytes to the websocket decoder instead of dropping them.
                         try channel.pipeline.syncOperations.addHTTPClientHandlers(
+                            leftOverBytesStrategy: .forwardBytes,
                             withClientUpgrade: (upgraders: [upgrader], completionHandler: { context in
                                 context.pipeline.syncOperations.removeHandler(name: UpgradeRequest.name, promise: nil)
                             }))

@@ -74,7 +74,11 @@ final class ChatSessionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        guard !closing else { return }
+        guard !closing else {
+            // Our close frame is out; the peer's answer completes the closing handshake.
+            if frame.opcode == .connectionClose { context.close(promise: nil) }
+            return
+        }
         switch frame.opcode {
         case .connectionClose:
             // Echo the close (RFC 6455 §5.5.1) and end the connection.
@@ -196,7 +200,8 @@ final class ChatSessionHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelWritabilityChanged()
     }
 
-    /// Sends `message` as kind 5, then a close frame with `code`, then closes the connection.
+    /// Sends `message` as kind 5, then a close frame with `code`; the connection ends when the
+    /// client answers the close (so it reads both first), or after `closeGrace` if it does not.
     private func fail(context: ChannelHandlerContext, message: String, code: UInt16) {
         guard !closing else { return }
         send(context: context, .error(message), flush: false)
@@ -204,9 +209,11 @@ final class ChatSessionHandler: ChannelInboundHandler, RemovableChannelHandler {
         teardown()
         var body = context.channel.allocator.buffer(capacity: 2)
         body.writeInteger(code)
-        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: body)))
-            .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: body)), promise: nil)
+        context.eventLoop.assumeIsolated().scheduleTask(in: Self.closeGrace) { context.close(promise: nil) }
     }
+
+    static let closeGrace = TimeAmount.seconds(1)
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         if let error = error as? NIOWebSocketError, case .invalidFrameLength = error {
