@@ -86,6 +86,7 @@ public final class ChatServer: Sendable {
     private let group: any EventLoopGroup
     private let ownsGroup: Bool
     private let channel = NIOLockedValueBox<(any Channel)?>(nil)
+    private let stopped = NIOLockedValueBox(false)
 
     public var metrics: ServerMetrics { shared.metrics }
     public var configuration: Configuration { shared.configuration }
@@ -146,8 +147,11 @@ public final class ChatServer: Sendable {
         }
     }
 
-    /// Stops listening and closes every connection (their sessions end with them).
+    /// Stops listening; with its own event loops (no `group` given) also closes every connection,
+    /// ending their sessions. Idempotent.
     public func stop() async throws {
+        let first = stopped.withLockedValue { s -> Bool in defer { s = true }; return !s }
+        guard first else { return }
         let bound = channel.withLockedValue { c -> (any Channel)? in defer { c = nil }; return c }
         try? await bound?.close()
         if ownsGroup { try await group.shutdownGracefully() }
