@@ -24,6 +24,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.65.0"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.2.0"),
     ],
     targets: [
         // System-library shims: one header and a module map each, found through pkg-config.
@@ -49,7 +51,18 @@ let package = Package(
         .target(name: "DuplexEngine", dependencies: ["DuplexCore", "DuplexAudio"], swiftSettings: optimized),
 
         // Kyutai's websocket protocol, Ogg/Opus streaming.
-        .target(name: "DuplexServer", dependencies: ["DuplexEngine", "COpus", "COgg"], swiftSettings: optimized),
+        .target(
+            name: "DuplexServer",
+            dependencies: [
+                "DuplexEngine", "COpus", "COgg",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Atomics", package: "swift-atomics"),
+            ],
+            swiftSettings: optimized),
 
         .executableTarget(
             name: "duplex",
@@ -63,9 +76,15 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "DuplexAudioTests", dependencies: ["DuplexAudio"]),
         .testTarget(name: "DuplexEngineTests", dependencies: ["DuplexEngine"]),
-        .testTarget(name: "DuplexServerTests", dependencies: ["DuplexServer"]),
         // Runs the built `duplex` binary end to end (exit codes, stdout/stderr); it needs no import
         // of the executable, only the files DuplexCore writes.
         .testTarget(name: "DuplexCLITests", dependencies: ["DuplexCore"]),
+        .testTarget(name: "DuplexServerTests", dependencies: [
+            "DuplexServer",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "Atomics", package: "swift-atomics"),
+        ]),
     ]
 )

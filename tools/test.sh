@@ -4,5 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./tools/setup.sh
 . tools/env.sh
+# Kyutai's sphn + an aiohttp websocket client, for the interop test against `duplex serve`
+# (KyutaiInteropTests); required here, so a missing venv fails instead of skipping.
+./tools/interop/setup.sh >/dev/null
+export DUPLEX_REQUIRE_INTEROP=1
 swift build --build-tests
 swift test --skip-build "$@"

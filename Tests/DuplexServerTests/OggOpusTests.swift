@@ -3,21 +3,6 @@ import Foundation
 import XCTest
 
 final class OggOpusTests: XCTestCase {
-    /// A voiced, speech-like test tone: harmonics of a gliding pitch.
-    private func speechLike(_ count: Int) -> [Float] {
-        var phase: Float = 0
-        return (0..<count).map { i in
-            let t = Float(i) / 24_000
-            let f0 = 140 + 40 * sinf(2 * .pi * 0.7 * t)
-            phase += 2 * .pi * f0 / 24_000
-            if phase > 2 * .pi { phase -= 2 * .pi }
-            var s: Float = 0
-            for h in 1...6 { s += sinf(phase * Float(h)) / Float(h) }
-            let syllables = 0.55 + 0.45 * sinf(2 * .pi * 3 * t)  // a 3 Hz syllable envelope
-            return 0.2 * s * syllables
-        }
-    }
-
     func testPagesLookLikeSphns() throws {
         let writer = try OggOpusWriter()
         let first = writer.append(speechLike(1920))
@@ -78,24 +63,6 @@ final class OggOpusTests: XCTestCase {
         XCTAssertThrowsError(try reader.append(page)) { error in
             XCTAssertTrue("\(error)".contains("not Opus"), "\(error)")
         }
-    }
-
-    /// One Ogg page with a correct CRC (polynomial 0x04C11DB7, as RFC 3533 specifies).
-    private func oggPage(body: [UInt8], bos: Bool) -> [UInt8] {
-        var page: [UInt8] = Array("OggS".utf8) + [0, bos ? 2 : 0] + Array(repeating: 0, count: 8)
-        page += [7, 0, 0, 0] + [0, 0, 0, 0] + [0, 0, 0, 0]  // serial 7, sequence 0, CRC placeholder
-        var lacing: [UInt8] = []
-        var left = body.count
-        repeat { lacing.append(UInt8(min(255, left))); left -= 255 } while left >= 0
-        page.append(UInt8(lacing.count))
-        page += lacing + body
-        var crc: UInt32 = 0
-        for byte in page {
-            crc ^= UInt32(byte) << 24
-            for _ in 0..<8 { crc = crc & 0x8000_0000 != 0 ? (crc << 1) ^ 0x04C1_1DB7 : crc << 1 }
-        }
-        for i in 0..<4 { page[22 + i] = UInt8((crc >> (8 * UInt32(i))) & 0xFF) }
-        return page
     }
 
     // MARK: helpers

@@ -1,0 +1,116 @@
+import ArgumentParser
+import Dispatch
+import DuplexServer
+import Foundation
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve Kyutai's chat protocol at ws://HOST:PORT/api/chat (Kyutai's clients work unchanged).",
+        discussion: """
+            Endpoints: /api/chat (websocket), /healthz (JSON), /metrics (Prometheus). Each connection is its \
+            own conversation over the one loaded model. Clients may choose text_temperature, text_topk, \
+            audio_temperature, audio_topk, pad_mult, text_seed, audio_seed, repetition_penalty_context and \
+            repetition_penalty as query parameters (as Kyutai's web client sends them); the options below \
+            are the defaults for clients that do not.
+            """)
+
+    @Option(help: "The model folder (Mimi + LM weights, tokenizer, config).")
+    var model: String
+
+    @Option(help: "Address to listen on. Loopback by default: use 0.0.0.0 (or a LAN address) to accept other machines.")
+    var host = "127.0.0.1"
+
+    @Option(help: "TCP port.")
+    var port = 8998
+
+    @Option(help: "Conversations at once; the next client gets a kind-5 error and a close (default: as many as this machine keeps in real time, measured at start).")
+    var maxSessions: Int?
+
+    @Option(help: "A token clients must present (?token=…, ?worker_auth_id=… or Authorization: Bearer …). Also read from DUPLEX_SERVE_TOKEN.")
+    var token: String?
+
+    @Option(help: "Largest websocket message accepted, in bytes (larger: close 1009).")
+    var maxMessageBytes = 1 << 20
+
+    @Option(help: "Default text sampling temperature (0: greedy).")
+    var textTemperature: Float?
+    @Option(help: "Default text top-k.")
+    var textTopk: Int?
+    @Option(help: "Default audio sampling temperature (0: greedy).")
+    var audioTemperature: Float?
+    @Option(help: "Default audio top-k.")
+    var audioTopk: Int?
+    @Option(help: "Default seed for sampling (text and audio), for reproducible conversations.")
+    var seed: UInt64?
+
+    @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        if let maxSessions, maxSessions < 1 { throw ValidationError("--max-sessions must be at least 1") }
+        guard (1...65_535).contains(port) else { throw ValidationError("--port must be in 1…65535") }
+        guard maxMessageBytes >= 1024 else { throw ValidationError("--max-message-bytes must be at least 1024") }
+    }
+
+    func run() async throws {
+        compute.apply()
+        let chatModel: ChatModel
+        do {
+            chatModel = try makeSessionFactory(model: model, threads: compute.resolvedThreads)
+        } catch {
+            warn("duplex serve: \(error)")
+            throw ExitCode(2)
+        }
+        var config = ChatServer.Configuration()
+        config.host = host
+        config.port = port
+        config.token = token ?? ProcessInfo.processInfo.environment["DUPLEX_SERVE_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+        config.maxMessageBytes = maxMessageBytes
+        config.defaults = SessionParameters(textTemperature: textTemperature, textTopK: textTopk,
+                                            audioTemperature: audioTemperature, audioTopK: audioTopk,
+                                            textSeed: seed, audioSeed: seed)
+        if let maxSessions {
+            config.maxSessions = maxSessions
+        } else {
+            let estimate = try ServerCapacity.measure(chatModel)
+            config.maxSessions = estimate.sessions
+            warn(String(format: "duplex serve: %.1f ms per frame → %d session%@ in real time (override with --max-sessions)",
+                        estimate.frameSeconds * 1000, estimate.sessions, estimate.sessions == 1 ? "" : "s"))
+        }
+        let server = ChatServer(model: chatModel, configuration: config)
+        try await server.start()
+        let shownHost = host.contains(":") ? "[\(host)]" : host
+        warn("duplex serve: ws://\(shownHost):\(server.port ?? port)/api/chat — /healthz, /metrics; up to \(config.maxSessions) at once"
+             + (config.token == nil ? "" : ", token required"))
+
+        // Ctrl-C / SIGTERM: stop listening, close the conversations, exit 0.
+        let signals = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { Task { try? await server.stop() } }
+            source.resume()
+            return source
+        }
+        try await server.waitUntilClosed()
+        signals.forEach { $0.cancel() }
+        try await server.stop()
+    }
+}
+
+// MARK: - model plug-in point
+
+/// THE place where `duplex serve` turns a model folder into sessions. Everything else in the
+/// server is independent of the model: it needs a factory that makes one `FrameProcessor` per
+/// conversation (the real `Session`: Mimi + LM state over the shared, read-only model, honouring
+/// the sampling parameters) and a token → display text function (SentencePiece piece, ▁ → space,
+/// nothing for PAD/EPAD, moshi-spec.md §5).
+///
+/// PENDING: the model engine (Mimi, LM, Session) is not merged yet; until it is, this refuses
+/// rather than serve a stand-in.
+func makeSessionFactory(model: String, threads: Int) throws -> ChatModel {
+    throw ServeError("the model engine is not available yet in this build: `duplex serve --model \(model)` needs the Mimi + LM session, which is still being written")
+}
+
+struct ServeError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
