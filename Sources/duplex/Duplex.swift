@@ -7,7 +7,7 @@ struct Duplex: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "duplex",
         abstract: "Real-time full-duplex spoken dialogue (Moshi-class models) on a Linux CPU.",
-        subcommands: [Info.self, BenchKernels.self])
+        subcommands: [Info.self, BenchKernels.self, Codec.self])
 }
 
 /// Options every command that computes takes. OpenBLAS's thread count is always set from here,

@@ -118,6 +118,8 @@ public final class Mimi: Sendable {
         public internal(set) var decodedFrames = 0
         /// Non-finite input samples replaced (NaN → 0, ±Inf → ±1) since the last reset.
         public internal(set) var sanitizedSamples = 0
+        /// Per-block timing, when attached (`MimiProfile(stages: mimi.config.ratios.count)`).
+        public var profile: MimiProfile?
 
         init(mimi m: Mimi, maxFrames: Int) {
             self.maxFrames = maxFrames
@@ -194,14 +196,19 @@ public final class Mimi: Sendable {
         let scratch = state.scratch.pointer
         let d = c.dimension
         let stride = c.resampleStride
+        let profile = state.profile
+        profile?.start()
         let latent25 = downsample.conv.input(state.downsample)
-        encoder.step(samples: count, into: latent25, state: &state.encoder, scratch: scratch)
+        encoder.step(samples: count, into: latent25, state: &state.encoder, scratch: scratch, profile: profile)
         for f in 0..<frames {
             encoderTransformer.step(latent25 + f * stride * d, steps: stride, state: &state.encoderTransformer)
         }
+        profile?.mark(.encoderTransformer)
         downsample.conv.step(steps: frames * stride, into: state.latent.pointer, state: &state.downsample, scratch: scratch)
+        profile?.mark(.downsample)
         quantizer.encode(state.latent.pointer, frames: frames, codebooks: c.numCodebooks, codes: codes,
                          scratch: state.quantizerScratch.pointer)
+        profile?.mark(.quantizerEncode)
         state.encodedFrames += frames
     }
 
@@ -231,14 +238,19 @@ public final class Mimi: Sendable {
         let scratch = state.scratch.pointer
         let d = c.dimension
         let stride = c.resampleStride
+        let profile = state.profile
+        profile?.start()
         quantizer.decode(codes, frames: frames, codebooks: codebooks, into: state.quantized.pointer,
                          scratch: state.quantizerScratch.pointer)
+        profile?.mark(.quantizerDecode)
         let latent25 = decoder.input(state.decoder)
         upsample.convtr.step(state.quantized.pointer, steps: frames, into: latent25, state: &state.upsample, scratch: scratch)
+        profile?.mark(.upsample)
         for f in 0..<frames {
             decoderTransformer.step(latent25 + f * stride * d, steps: stride, state: &state.decoderTransformer)
         }
-        decoder.step(steps: frames * stride, into: output, state: &state.decoder, scratch: scratch)
+        profile?.mark(.decoderTransformer)
+        decoder.step(steps: frames * stride, into: output, state: &state.decoder, scratch: scratch, profile: profile)
         state.decodedFrames += frames
     }
 

@@ -131,23 +131,28 @@ final class SEANetEncoder: Sendable {
     func input(_ state: State) -> UnsafeMutablePointer<Float> { first.input(state.first) }
 
     /// Encodes `samples` samples written at `input(state)` into y[samples/hop, dimension].
-    func step(samples: Int, into y: UnsafeMutablePointer<Float>, state: inout State, scratch: UnsafeMutablePointer<Float>) {
+    func step(samples: Int, into y: UnsafeMutablePointer<Float>, state: inout State, scratch: UnsafeMutablePointer<Float>,
+              profile: MimiProfile? = nil) {
         var steps = samples
         first.step(steps: steps, into: state.stages[0].x.pointer, state: &state.first, scratch: scratch)
+        profile?.mark(.encoderIn)
         for i in stages.indices {
             let stage = stages[i]
             let x = state.stages[i].x.pointer
             for j in stage.blocks.indices {
                 stage.blocks[j].step(x, steps: steps, state: &state.stages[i].blocks[j], scratch: scratch)
             }
+            profile?.mark(.encoderRes(i))
             Activations.eluVectorized(x, into: stage.down.input(state.stages[i].down), count: steps * stage.channels)
             let next = i + 1 < stages.count ? state.stages[i + 1].x.pointer : last.input(state.last)
             stage.down.step(steps: steps, into: next, state: &state.stages[i].down, scratch: scratch)
+            profile?.mark(.encoderDown(i))
             steps /= stage.ratio
         }
         let lastInput = last.input(state.last)
         Activations.eluVectorized(lastInput, into: lastInput, count: steps * last.inChannels)
         last.step(steps: steps, into: y, state: &state.last, scratch: scratch)
+        profile?.mark(.encoderOut)
     }
 }
 
@@ -248,20 +253,24 @@ final class SEANetDecoder: Sendable {
     func input(_ state: State) -> UnsafeMutablePointer<Float> { first.input(state.first) }
 
     /// Decodes `steps` latent rows written at `input(state)` into y[steps·hop] samples.
-    func step(steps latentSteps: Int, into y: UnsafeMutablePointer<Float>, state: inout State, scratch: UnsafeMutablePointer<Float>) {
+    func step(steps latentSteps: Int, into y: UnsafeMutablePointer<Float>, state: inout State, scratch: UnsafeMutablePointer<Float>,
+              profile: MimiProfile? = nil) {
         var steps = latentSteps
         let h = state.h.pointer
         first.step(steps: steps, into: h, state: &state.first, scratch: scratch)
         Activations.eluVectorized(h, into: h, count: steps * first.outChannels)
+        profile?.mark(.decoderIn)
         var input = UnsafePointer(h)
         for i in stages.indices {
             let stage = stages[i]
             let x = state.stages[i].x.pointer
             stage.up.step(input, steps: steps, into: x, state: &state.stages[i].up, scratch: scratch)
+            profile?.mark(.decoderUp(i))
             steps *= stage.ratio
             for j in stage.blocks.indices {
                 stage.blocks[j].step(x, steps: steps, state: &state.stages[i].blocks[j], scratch: scratch)
             }
+            profile?.mark(.decoderRes(i))
             if i + 1 < stages.count {
                 Activations.eluVectorized(x, into: x, count: steps * stage.channels)
                 input = UnsafePointer(x)
@@ -270,5 +279,6 @@ final class SEANetDecoder: Sendable {
             }
         }
         last.step(steps: steps, into: y, state: &state.last, scratch: scratch)
+        profile?.mark(.decoderOut)
     }
 }
