@@ -92,7 +92,7 @@ public final class StreamingConv1d: Sendable {
     /// Input rows carried from one call to the next.
     public let context: Int
     /// [Cout, K·Cin]: weight[o, k·Cin + c] = checkpoint[o, c, k].
-    let weight: FloatBox
+    let weight: PackedWeights
     let bias: FloatBox?
 
     /// Loads `<prefix>weight` [Cout, Cin, K] (or its weight-norm pair) and `<prefix>bias` [Cout].
@@ -117,7 +117,7 @@ public final class StreamingConv1d: Sendable {
                 }
             }
         }
-        weight = FloatBox(reordered)
+        weight = PackedWeights(reordered, n: outChannels, k: kernel * inChannels)
         bias = hasBias ? FloatBox(store.tensor(prefix + "bias", shape: [outChannels]).data) : nil
     }
 
@@ -182,7 +182,7 @@ public final class StreamingConv1d: Sendable {
         } else {
             a = UnsafePointer(x)
         }
-        Kernels.matmul(a, weight.pointer, y, m: outSteps, n: outChannels, k: rowLength, transposeB: true, accumulate: accumulate)
+        weight.apply(a, rows: outSteps, into: y, accumulate: accumulate)
         if let bias { addBias(y, rows: outSteps, bias.pointer, count: outChannels) }
         if context > 0 { memmove(window, window + steps * cin, context * cin * MemoryLayout<Float>.stride) }
     }
@@ -222,9 +222,9 @@ public final class StreamingConv1d: Sendable {
 /// emits exactly T·S final rows. Offline (one call, zero partial) is the reference's
 /// non-streaming conv with the last K−S rows cut.
 ///
-/// Full convolution: one sgemm Z[T, K·Cout] = X[T, Cin] · W[Cin, K·Cout] (weight reordered once
-/// to k-major) and an overlap-add of Z's K row slices. `depthwise` (groups = channels, Mimi's
-/// upsampler) is a direct loop.
+/// Full convolution: one product Z[T, K·Cout] = X[T, Cin] · Wᵀ (weight reordered once to
+/// [K·Cout, Cin], k-major) and an overlap-add of Z's K row slices. `depthwise` (groups =
+/// channels, Mimi's upsampler) is a direct loop.
 public final class StreamingConvTranspose1d: Sendable {
     public let name: String
     public let inChannels: Int
@@ -234,8 +234,10 @@ public final class StreamingConvTranspose1d: Sendable {
     public let depthwise: Bool
     /// Output rows carried from one call to the next.
     public let trim: Int
-    /// groups = 1: [Cin, K·Cout] with weight[c, k·Cout + o] = checkpoint[c, o, k]; depthwise: [C, K].
-    let weight: FloatBox
+    /// groups = 1: [K·Cout, Cin] with weight[k·Cout + o, c] = checkpoint[c, o, k].
+    let weight: PackedWeights?
+    /// depthwise: [C, K] as stored.
+    let depthwiseWeight: FloatBox?
     let bias: FloatBox?
 
     /// Loads `<prefix>weight` ([Cin, Cout, K], or [C, 1, K] when depthwise) and `<prefix>bias` [Cout].
@@ -251,18 +253,20 @@ public final class StreamingConvTranspose1d: Sendable {
         self.depthwise = depthwise
         trim = kernel - stride
         if depthwise {
-            weight = FloatBox(ConvWeights.load(store, prefix, shape: [inChannels, 1, kernel]).data)
+            depthwiseWeight = FloatBox(ConvWeights.load(store, prefix, shape: [inChannels, 1, kernel]).data)
+            weight = nil
         } else {
             let w = ConvWeights.load(store, prefix, shape: [inChannels, outChannels, kernel])
             var reordered = [Float](repeating: 0, count: w.count)
             for c in 0..<inChannels {
                 for o in 0..<outChannels {
                     for k in 0..<kernel {
-                        reordered[c * kernel * outChannels + k * outChannels + o] = w.data[(c * outChannels + o) * kernel + k]
+                        reordered[(k * outChannels + o) * inChannels + c] = w.data[(c * outChannels + o) * kernel + k]
                     }
                 }
             }
-            weight = FloatBox(reordered)
+            weight = PackedWeights(reordered, n: kernel * outChannels, k: inChannels)
+            depthwiseWeight = nil
         }
         bias = hasBias ? FloatBox(store.tensor(prefix + "bias", shape: [outChannels]).data) : nil
     }
@@ -293,8 +297,8 @@ public final class StreamingConvTranspose1d: Sendable {
         let acc = scratch  // [emitted + trim, Cout]
         acc.update(from: state.partial.pointer, count: trim * cout)
         (acc + trim * cout).update(repeating: 0, count: emitted * cout)
-        if depthwise {
-            let w = weight.pointer
+        if let depthwiseWeight {
+            let w = depthwiseWeight.pointer
             for t in 0..<steps {
                 for k in 0..<kernel {
                     let row = acc + (t * stride + k) * cout
@@ -302,9 +306,9 @@ public final class StreamingConvTranspose1d: Sendable {
                     for c in 0..<cout { row[c] += w[c * kernel + k] * xr[c] }
                 }
             }
-        } else {
+        } else if let weight {
             let z = scratch + (emitted + trim) * cout  // [steps, K·Cout]
-            Kernels.matmul(x, weight.pointer, z, m: steps, n: kernel * cout, k: inChannels)
+            weight.apply(x, rows: steps, into: z)
             for t in 0..<steps {
                 for k in 0..<kernel {
                     addInPlace(acc + (t * stride + k) * cout, z + (t * kernel + k) * cout, count: cout)

@@ -80,11 +80,7 @@ final class ResidualVectorQuantizer: Sendable {
         for l in 0..<levels {
             let book = codebooks[l]
             let c = book.centroids.pointer
-            if frames == 1 {
-                Kernels.matvec(c, residual, scores, rows: bins, cols: dim)
-            } else {
-                Kernels.matmul(residual, c, scores, m: frames, n: bins, k: dim, transposeB: true)
-            }
+            Kernels.matmulWeightStream(residual, c, scores, m: frames, n: bins, k: dim)
             let half = book.halfNorms.pointer
             for f in 0..<frames {
                 let s = scores + f * bins
