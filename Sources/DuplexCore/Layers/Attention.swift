@@ -23,7 +23,7 @@ public final class StreamingAttention: Sendable {
         var offset = 0
         var qkv: [Float]       // [maxSteps, 3·dim]
         var attended: [Float]  // [maxSteps, dim]
-        var scores: [Float]    // [capacity]
+        var scores: [Float]    // [maxSteps, capacity]
         var maxSteps: Int
 
         mutating func reserve(steps: Int, dim: Int) {
@@ -31,6 +31,7 @@ public final class StreamingAttention: Sendable {
             maxSteps = steps
             qkv = [Float](repeating: 0, count: steps * 3 * dim)
             attended = [Float](repeating: 0, count: steps * dim)
+            scores = [Float](repeating: 0, count: steps * cache.capacity)
         }
 
         public mutating func reset() {
@@ -59,7 +60,7 @@ public final class StreamingAttention: Sendable {
 
     public func makeState(maxSteps: Int = 1) -> State {
         State(cache: KVCache(capacity: capacity, dim: dim), qkv: [Float](repeating: 0, count: maxSteps * 3 * dim),
-              attended: [Float](repeating: 0, count: maxSteps * dim), scores: [Float](repeating: 0, count: capacity),
+              attended: [Float](repeating: 0, count: maxSteps * dim), scores: [Float](repeating: 0, count: maxSteps * capacity),
               maxSteps: maxSteps)
     }
 
@@ -96,35 +97,43 @@ public final class StreamingAttention: Sendable {
             state.attended.withUnsafeMutableBufferPointer { attendedBuf in
                 let keys = keysBuf.baseAddress!, values = valuesBuf.baseAddress!
                 let scores = scoresBuf.baseAddress!, attended = attendedBuf.baseAddress!
-                for t in 0..<steps {
-                    let queryPosition = start + t
-                    for h in 0..<numHeads {
-                        let q = qkv + t * 3 * d + h * headDim
+                // Per head, every step's scores against the whole ring in one sgemm, then the
+                // masked softmax row by row, then one sgemm for the weighted sum of values.
+                // (Two small BLAS calls per head beat per-slot dot/axpy loops several times over
+                // once the ring holds hundreds of steps.)
+                let window = context ?? Int.max
+                for h in 0..<numHeads {
+                    Kernels.matmul(qkv + h * headDim, keys + h * headDim, scores, m: steps, n: capacity, k: headDim,
+                                   transposeB: true, lda: 3 * d, ldb: d, ldc: capacity)
+                    for t in 0..<steps {
+                        let queryPosition = start + t
+                        let row = scores + t * capacity
                         var maxScore = -Float.infinity
                         for slot in 0..<capacity {
                             let p = positions[slot]
                             let delta = queryPosition - p
-                            if p < 0 || delta < 0 || (context.map { delta >= $0 } ?? false) {
-                                scores[slot] = -Float.infinity
-                                continue
+                            if p < 0 || delta < 0 || delta >= window {
+                                row[slot] = -Float.infinity
+                            } else {
+                                row[slot] *= scale
+                                maxScore = max(maxScore, row[slot])
                             }
-                            let s = Kernels.dot(q, keys + slot * d + h * headDim, count: headDim) * scale
-                            scores[slot] = s
-                            maxScore = max(maxScore, s)
                         }
-                        let out = attended + t * d + h * headDim
-                        out.update(repeating: 0, count: headDim)
                         var total: Float = 0
-                        for slot in 0..<capacity where scores[slot] > -Float.infinity {
-                            let w = expf(scores[slot] - maxScore)
-                            total += w
-                            Kernels.axpy(w, values + slot * d + h * headDim, out, count: headDim)
+                        for slot in 0..<capacity {
+                            if row[slot] == -Float.infinity {
+                                row[slot] = 0
+                            } else {
+                                let w = expf(row[slot] - maxScore)
+                                row[slot] = w
+                                total += w
+                            }
                         }
-                        if total > 0 {
-                            let inv = 1 / total
-                            for i in 0..<headDim { out[i] *= inv }
-                        }
+                        let inv: Float = total > 0 ? 1 / total : 0
+                        for slot in 0..<capacity { row[slot] *= inv }
                     }
+                    Kernels.matmul(scores, values + h * headDim, attended + h * headDim, m: steps, n: headDim, k: capacity,
+                                   lda: capacity, ldb: d, ldc: d)
                 }
                 if perStep {
                     for t in 0..<steps {

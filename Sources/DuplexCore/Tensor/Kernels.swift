@@ -56,6 +56,69 @@ public enum Kernels {
         }
     }
 
+    /// Y[m, n] (+)= X[m, k] · Wᵀ for W stored [n, k] (a weight matrix as PyTorch keeps it) and
+    /// m ≤ 2: a streaming step of one or two rows. Such a product is bound by how fast W streams
+    /// from memory; OpenBLAS's sgemm packs W first (≈ 7 GB/s here at m = 2) and sgemv reads it
+    /// once per row, while this reads each weight row once, against both rows of X, in one
+    /// contiguous stream (≈ 16–25 GB/s). Larger m goes to sgemm. Rows longer than ~2048 floats
+    /// stream best pre-tiled into column blocks (see `PackedWeights`), so the rows of X stay in L1.
+    public static func matmulWeightStream(
+        _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+        m: Int, n: Int, k: Int, ldx: Int? = nil, ldw: Int? = nil, accumulate: Bool = false
+    ) {
+        guard m > 0, n > 0 else { return }
+        let ldx = ldx ?? k, ldw = ldw ?? k
+        if m > 2 {
+            matmul(x, w, y, m: m, n: n, k: k, transposeB: true, accumulate: accumulate, lda: ldx, ldb: ldw)
+        } else if m == 2 {
+            weightStreamRows(x, w, y, two: true, n: n, k: k, ldx: ldx, ldw: ldw, accumulate: accumulate)
+        } else {
+            weightStreamRows(x, w, y, two: false, n: n, k: k, ldx: ldx, ldw: ldw, accumulate: accumulate)
+        }
+    }
+
+    /// The loop of `matmulWeightStream`, inlined at two call sites so each gets a loop without
+    /// a branch on the row count.
+    @inline(__always)
+    private static func weightStreamRows(
+        _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+        two: Bool, n: Int, k: Int, ldx: Int, ldw: Int, accumulate: Bool
+    ) {
+        let x0 = x, x1 = x + (two ? ldx : 0)
+        for r in 0..<n {
+            let wr = w + r * ldw
+            var a0 = SIMD4<Float>(), a1 = SIMD4<Float>(), a2 = SIMD4<Float>(), a3 = SIMD4<Float>()
+            var b0 = SIMD4<Float>(), b1 = SIMD4<Float>(), b2 = SIMD4<Float>(), b3 = SIMD4<Float>()
+            var c = 0
+            while c + 16 <= k {
+                let q0 = UnsafeRawPointer(wr + c).loadUnaligned(as: SIMD4<Float>.self)
+                let q1 = UnsafeRawPointer(wr + c + 4).loadUnaligned(as: SIMD4<Float>.self)
+                let q2 = UnsafeRawPointer(wr + c + 8).loadUnaligned(as: SIMD4<Float>.self)
+                let q3 = UnsafeRawPointer(wr + c + 12).loadUnaligned(as: SIMD4<Float>.self)
+                a0 += q0 * UnsafeRawPointer(x0 + c).loadUnaligned(as: SIMD4<Float>.self)
+                a1 += q1 * UnsafeRawPointer(x0 + c + 4).loadUnaligned(as: SIMD4<Float>.self)
+                a2 += q2 * UnsafeRawPointer(x0 + c + 8).loadUnaligned(as: SIMD4<Float>.self)
+                a3 += q3 * UnsafeRawPointer(x0 + c + 12).loadUnaligned(as: SIMD4<Float>.self)
+                if two {
+                    b0 += q0 * UnsafeRawPointer(x1 + c).loadUnaligned(as: SIMD4<Float>.self)
+                    b1 += q1 * UnsafeRawPointer(x1 + c + 4).loadUnaligned(as: SIMD4<Float>.self)
+                    b2 += q2 * UnsafeRawPointer(x1 + c + 8).loadUnaligned(as: SIMD4<Float>.self)
+                    b3 += q3 * UnsafeRawPointer(x1 + c + 12).loadUnaligned(as: SIMD4<Float>.self)
+                }
+                c += 16
+            }
+            var s0 = ((a0 + a1) + (a2 + a3)).sum()
+            var s1 = ((b0 + b1) + (b2 + b3)).sum()
+            while c < k {
+                s0 += wr[c] * x0[c]
+                if two { s1 += wr[c] * x1[c] }
+                c += 1
+            }
+            y[r] = accumulate ? y[r] + s0 : s0
+            if two { y[n + r] = accumulate ? y[n + r] + s1 : s1 }
+        }
+    }
+
     // MARK: matrix × vector
 
     /// y[rows] (+)= W[rows, cols] · x[cols].

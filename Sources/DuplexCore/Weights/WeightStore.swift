@@ -225,13 +225,16 @@ extension WeightMatrix {
     }
 
     /// Y[steps, rows] = X[steps, cols] · Wᵀ. One step is a matrix×vector (bandwidth-bound);
-    /// several steps of an f32 matrix are one sgemm.
+    /// two steps of an f32 matrix (Mimi's transformers: one frame) read W once through
+    /// `Kernels.matmulWeightStream`; more are one sgemm.
     public func apply(rows x: UnsafePointer<Float>, steps: Int, into y: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
         if steps == 1 {
             apply(x, into: y, accumulate: accumulate)
             return
         }
         switch storage {
+        case .f32(let w) where steps == 2:
+            Kernels.matmulWeightStream(x, w, y, m: steps, n: rows, k: cols, accumulate: accumulate)
         case .f32(let w):
             Kernels.matmul(x, w, y, m: steps, n: rows, k: cols, transposeB: true, accumulate: accumulate)
         case .bf16:

@@ -1,0 +1,166 @@
+import Foundation
+
+/// One codebook (`EuclideanCodebook`): centroids = embedding_sum / max(cluster_usage, ε),
+/// computed once at load, with ½‖c‖² kept beside them so the nearest centroid is
+/// argmin(½‖c‖² − x·c) — one matrix×vector per level.
+struct EuclideanCodebook: Sendable {
+    static let epsilon: Float = 1e-5
+    let bins: Int
+    let dim: Int
+    /// [bins, dim]
+    let centroids: FloatBox
+    /// [bins]
+    let halfNorms: FloatBox
+
+    init(store: WeightStore, prefix: String, bins: Int, dim: Int) {
+        self.bins = bins
+        self.dim = dim
+        let sum = store.tensor(prefix + "embedding_sum", shape: [bins, dim])
+        let usage = store.tensor(prefix + "cluster_usage", shape: [bins])
+        store.ignore(prefix + "_initialized")
+        var c = sum.data
+        var norms = [Float](repeating: 0, count: bins)
+        for b in 0..<bins {
+            let u = max(usage.data[b], EuclideanCodebook.epsilon)
+            var n: Float = 0
+            for i in 0..<dim {
+                c[b * dim + i] = sum.data[b * dim + i] / u
+                n += c[b * dim + i] * c[b * dim + i]
+            }
+            norms[b] = 0.5 * n
+        }
+        centroids = FloatBox(c)
+        halfNorms = FloatBox(norms)
+    }
+}
+
+/// A residual vector quantizer with forced projections (`ResidualVectorQuantizer`):
+/// input_proj (1×1 conv D → d, no bias), then per level the nearest centroid of the residual,
+/// which is subtracted before the next level; decoding sums the chosen centroids and applies
+/// output_proj (d → D).
+final class ResidualVectorQuantizer: Sendable {
+    let dim: Int
+    let bins: Int
+    /// [d, D]
+    let inputProj: WeightMatrix
+    /// [D, d]
+    let outputProj: WeightMatrix
+    /// The first `materialized` levels (the ones this model will use).
+    let codebooks: [EuclideanCodebook]
+
+    /// Checks every level of the checkpoint, keeps the first `materialized`.
+    init(store: WeightStore, prefix: String, levels: Int, materialized: Int, dimension: Int, codebookDim: Int, bins: Int) {
+        dim = codebookDim
+        self.bins = bins
+        inputProj = store.matrix(prefix + "input_proj.weight", shape: [codebookDim, dimension, 1])
+        outputProj = store.matrix(prefix + "output_proj.weight", shape: [dimension, codebookDim, 1])
+        var books: [EuclideanCodebook] = []
+        for l in 0..<levels {
+            let p = prefix + "vq.layers.\(l)._codebook."
+            if l < materialized {
+                books.append(EuclideanCodebook(store: store, prefix: p, bins: bins, dim: codebookDim))
+            } else {
+                // Validated (name, shape, dtype) without widening a copy nobody will use.
+                _ = store.matrix(p + "embedding_sum", shape: [bins, codebookDim])
+                _ = store.matrix(p + "cluster_usage", shape: [bins])
+                store.ignore(p + "_initialized")
+            }
+        }
+        codebooks = books
+    }
+
+    func scratchCount(maxFrames: Int) -> Int { maxFrames * (dim + bins) }
+
+    /// Codes of `levels` levels for x[frames, D], written at codes[f·codeStride + l].
+    func encode(_ x: UnsafePointer<Float>, frames: Int, levels: Int, codes: UnsafeMutablePointer<Int32>, codeStride: Int,
+                scratch: UnsafeMutablePointer<Float>) {
+        let residual = scratch  // [frames, d]
+        let scores = scratch + frames * dim  // [frames, bins]
+        inputProj.apply(rows: x, steps: frames, into: residual)
+        for l in 0..<levels {
+            let book = codebooks[l]
+            let c = book.centroids.pointer
+            Kernels.matmulWeightStream(residual, c, scores, m: frames, n: bins, k: dim)
+            let half = book.halfNorms.pointer
+            for f in 0..<frames {
+                let s = scores + f * bins
+                var best = 0
+                var bestValue = Float.infinity
+                for b in 0..<bins {
+                    let v = half[b] - s[b]
+                    if v < bestValue { bestValue = v; best = b }
+                }
+                codes[f * codeStride + l] = Int32(best)
+                let r = residual + f * dim
+                let chosen = c + best * dim
+                for i in 0..<dim { r[i] -= chosen[i] }
+            }
+        }
+    }
+
+    /// y[frames, D] (+)= output_proj(Σ_l centroid_l[codes[f·codeStride + l]]). Codes must be valid.
+    func decode(_ codes: UnsafePointer<Int32>, frames: Int, levels: Int, codeStride: Int, into y: UnsafeMutablePointer<Float>,
+                accumulate: Bool, scratch: UnsafeMutablePointer<Float>) {
+        let q = scratch  // [frames, d]
+        q.update(repeating: 0, count: frames * dim)
+        for f in 0..<frames {
+            let row = q + f * dim
+            for l in 0..<levels {
+                addInPlace(row, codebooks[l].centroids.pointer + Int(codes[f * codeStride + l]) * dim, count: dim)
+            }
+        }
+        outputProj.apply(rows: q, steps: frames, into: y, accumulate: accumulate)
+    }
+}
+
+/// Mimi's split RVQ (`SplitResidualVectorQuantizer`): `rvq_first` (the semantic codebook) and
+/// `rvq_rest` (acoustic) both quantize the *same* latent, each through its own projection; codes
+/// are [semantic…, acoustic…] and the decoded latent is the sum of both parts.
+public final class SplitResidualVectorQuantizer: Sendable {
+    public let semanticLevels: Int
+    public let totalLevels: Int
+    /// Levels this model can encode and decode (the configuration's active codebooks).
+    public let usableLevels: Int
+    public let bins: Int
+    let first: ResidualVectorQuantizer
+    let rest: ResidualVectorQuantizer
+
+    init(store: WeightStore, config c: MimiConfig) {
+        semanticLevels = c.semanticCodebooks
+        totalLevels = c.totalCodebooks
+        usableLevels = c.numCodebooks
+        bins = c.bins
+        first = ResidualVectorQuantizer(store: store, prefix: "quantizer.rvq_first.", levels: c.semanticCodebooks,
+                                        materialized: min(c.numCodebooks, c.semanticCodebooks), dimension: c.dimension,
+                                        codebookDim: c.codebookDimension, bins: c.bins)
+        rest = ResidualVectorQuantizer(store: store, prefix: "quantizer.rvq_rest.", levels: c.totalCodebooks - c.semanticCodebooks,
+                                       materialized: max(0, c.numCodebooks - c.semanticCodebooks), dimension: c.dimension,
+                                       codebookDim: c.codebookDimension, bins: c.bins)
+    }
+
+    func scratchCount(maxFrames: Int) -> Int {
+        max(first.scratchCount(maxFrames: maxFrames), rest.scratchCount(maxFrames: maxFrames))
+    }
+
+    /// latent[frames, D] → codes[frames, codebooks] (frame-major).
+    func encode(_ latent: UnsafePointer<Float>, frames: Int, codebooks: Int, codes: UnsafeMutablePointer<Int32>,
+                scratch: UnsafeMutablePointer<Float>) {
+        let semantic = min(codebooks, semanticLevels)
+        first.encode(latent, frames: frames, levels: semantic, codes: codes, codeStride: codebooks, scratch: scratch)
+        if codebooks > semantic {
+            rest.encode(latent, frames: frames, levels: codebooks - semantic, codes: codes + semantic, codeStride: codebooks,
+                        scratch: scratch)
+        }
+    }
+
+    /// codes[frames, codebooks] (valid, frame-major) → latent[frames, D].
+    func decode(_ codes: UnsafePointer<Int32>, frames: Int, codebooks: Int, into latent: UnsafeMutablePointer<Float>,
+                scratch: UnsafeMutablePointer<Float>) {
+        let semantic = min(codebooks, semanticLevels)
+        first.decode(codes, frames: frames, levels: semantic, codeStride: codebooks, into: latent, accumulate: false, scratch: scratch)
+        if codebooks > semantic {
+            rest.decode(codes + semantic, frames: frames, levels: codebooks - semantic, codeStride: codebooks, into: latent,
+                        accumulate: true, scratch: scratch)
+        }
+    }
+}
