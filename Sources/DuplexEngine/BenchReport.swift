@@ -21,6 +21,7 @@ extension LiveRunner.Report {
             "\"underruns\": \(counters.underruns)",
             "\"overruns\": \(counters.overruns)",
             "\"dropped_output_frames\": \(counters.droppedOutputFrames)",
+            "\"dropped_input_frames\": \(counters.droppedInputFrames)",
             "\"wall_seconds\": \(n(wallSeconds))",
         ]
         for (k, v) in extra.sorted(by: { $0.key < $1.key }) { fields.append("\"\(k)\": \"\(v)\"") }
@@ -40,7 +41,7 @@ extension LiveRunner.Report {
         lines.append("frames measured        \(frames)")
         lines.append(String(format: "real-time factor       %.3f  (model compute ÷ audio time; < 1 keeps up)", realTimeFactor))
         lines.append("deadline misses        \(deadlineMisses)  (frames whose compute exceeded 80 ms)")
-        lines.append("underruns / overruns   \(counters.underruns) / \(counters.overruns)   dropped frames \(counters.droppedOutputFrames)")
+        lines.append("underruns / overruns   \(counters.underruns) / \(counters.overruns)   dropped frames: input \(counters.droppedInputFrames), output \(counters.droppedOutputFrames)")
         lines.append(String(format: "allocations per frame  %.2f", allocationsPerFrame))
         lines.append(String(format: "peak RSS               %.1f MiB", Double(peakRSSBytes) / 1_048_576))
         return lines.joined(separator: "\n") + "\n"

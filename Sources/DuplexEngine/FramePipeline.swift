@@ -31,6 +31,10 @@ public final class FramePipeline: @unchecked Sendable {
         /// Must exceed the playback period (a frame may always wait up to one period). After a stall
         /// playback restarts at an arbitrary phase; trimming once restores the normal latency.
         public var maxOutputWait: UInt64 = 30_000_000
+        /// Input frames allowed to wait for the model. When it falls further behind (a stall, or a
+        /// model slower than real time) the oldest are skipped, so the conversation stays live
+        /// instead of drifting seconds behind the speaker.
+        public var maxQueuedInputFrames = 4
         public init() {}
     }
 
@@ -39,6 +43,8 @@ public final class FramePipeline: @unchecked Sendable {
         public var underruns = 0
         /// Capture found the ring full (the model fell too far behind); samples dropped.
         public var overruns = 0
+        /// Input frames skipped because too many were waiting for the model.
+        public var droppedInputFrames = 0
         /// Output frames dropped, and samples trimmed from late frames, to bring latency back after a stall.
         public var droppedOutputFrames = 0
         public var trimmedOutputSamples = 0
@@ -131,6 +137,11 @@ public final class FramePipeline: @unchecked Sendable {
     public func step() -> Bool {
         guard captureStamps.availableToRead > 0 else { return false }
         var stamps = FrameTimestamps()
+        while captureStamps.availableToRead > configuration.maxQueuedInputFrames {
+            withUnsafeMutablePointer(to: &stamps) { _ = captureStamps.read(into: $0, count: 1) }
+            captureRing.skip(configuration.frameSize)
+            counters.droppedInputFrames += 1
+        }
         withUnsafeMutablePointer(to: &stamps) { _ = captureStamps.read(into: $0, count: 1) }
         stamps.dequeued = clock.now()
         inputFrame.withUnsafeMutableBufferPointer { input in

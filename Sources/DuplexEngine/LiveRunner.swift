@@ -58,12 +58,13 @@ public final class LiveRunner: @unchecked Sendable {
     /// on the calling thread about every 10 ms (status lines, text, meters): the audio and model
     /// threads never wait for it.
     public func run(device: Device? = nil, shouldStop: () -> Bool = { false },
-                    onTick: (FramePipeline, [FrameTimestamps]) -> Void = { _, _ in }) throws -> Report {
+                    onTick: (FramePipeline, ArraySlice<FrameTimestamps>) -> Void = { _, _ in }) throws -> Report {
         var configuration = FramePipeline.Configuration()
         configuration.maxOutputWait = UInt64(options.periodFrames) * 1_000_000_000 / 24_000 + 10_000_000
         if !options.realtime && device == nil {
             // Flat out there is no speaker clock to keep up with: nothing is late, nothing is dropped.
             configuration.maxQueuedOutputFrames = Int.max
+            configuration.maxQueuedInputFrames = Int.max
             configuration.maxOutputWait = UInt64.max / 2
         }
         let pipeline = FramePipeline(processor: processor, clock: clock, configuration: configuration)
@@ -145,7 +146,7 @@ public final class LiveRunner: @unchecked Sendable {
                 finished.append(stamps)
                 if finished.count == options.warmupFrames { allocationsAtWarm = allocationCount() }
             }
-            onTick(pipeline, Array(finished[max(0, before - 1)...]))
+            onTick(pipeline, finished[max(0, before - 1)...])
         }
         let allocationsAtEnd = allocationCount()
         let framesCounted = max(1, finished.count - options.warmupFrames)

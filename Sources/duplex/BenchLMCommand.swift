@@ -1,6 +1,7 @@
 import ArgumentParser
 import CBLAS
 import DuplexCore
+import DuplexEngine
 import Foundation
 
 /// Milliseconds per LM step (temporal transformer + depformer + sampling, one frame) against

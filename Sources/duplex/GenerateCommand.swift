@@ -1,5 +1,6 @@
 import ArgumentParser
 import DuplexCore
+import DuplexEngine
 import Foundation
 
 /// Offline file mode, like Kyutai's `run_inference`: the whole input goes through the same

@@ -64,6 +64,12 @@ public struct LMGen: Sendable {
     /// as Kyutai drops them); each in −1…card (−1 = no input). Returns true when a frame came out,
     /// then `state.output` holds it (text token, then depQ audio codes). Allocation-free.
     public func step(userCodes: UnsafeBufferPointer<Int32>, state: inout State) throws -> Bool {
+        try step(userCodes: userCodes, state: &state, temporalDone: {})
+    }
+
+    /// As `step(userCodes:state:)`, calling `temporalDone` between the temporal transformer and the
+    /// depformer (the engine stamps the time there to report the two stages apart).
+    public func step(userCodes: UnsafeBufferPointer<Int32>, state: inout State, temporalDone: () -> Void) throws -> Bool {
         let c = config
         let ct = ringLength
         guard userCodes.count >= c.userStreams else {
@@ -91,6 +97,7 @@ public struct LMGen: Sendable {
                                  topK: sampling.textTopK)
         }
         guard let text = sampledText else { throw LMError.nonFiniteLogits(what: "text logits", step: o) }
+        temporalDone()
         state.generated[0] = Int32(text)
         try state.model.hidden.withUnsafeBufferPointer { hidden in
             try state.generated.withUnsafeMutableBufferPointer { generated in

@@ -1,0 +1,122 @@
+import DuplexCore
+import Foundation
+
+/// A model problem a user can act on: which folder or file, what is wrong.
+public struct ModelError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// A model folder laid out like Kyutai's Hugging Face repos (`kyutai/moshiko-pytorch-bf16`,
+/// `kyutai/moshika-pytorch-bf16`):
+///
+///     model.safetensors                              the LM (bf16)
+///     tokenizer-e351c8d8-checkpoint125.safetensors   Mimi, the audio codec
+///     tokenizer_spm_32k_3.model                      SentencePiece text tokenizer
+///     config.json                                    optional; absent = moshiko 7B
+///
+/// config.json may rename the files (`moshi_name`, `mimi_name`, `tokenizer_name`), as Kyutai's
+/// later repos do. A `duplex` object in config.json may declare the weights random
+/// (`"random_weights_seed": N`): the embedded default model ships no weights, only its shape.
+/// Files are checked when a command needs them, each error naming the file.
+public struct ModelFolder: Sendable {
+    public let path: String
+    public let config: LMConfig
+    public let hasConfigJSON: Bool
+    /// Set when the folder's weights are made up from this seed rather than read.
+    public let randomWeightsSeed: UInt64?
+    /// Notes for the user (e.g. config keys duplex does not use).
+    public let notes: [String]
+
+    public init(_ path: String) throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw ModelError("model folder \(path) does not exist")
+        }
+        guard isDirectory.boolValue else {
+            throw ModelError("--model \(path) is a file; give the folder holding it (Kyutai's layout: "
+                             + "model.safetensors, tokenizer-e351c8d8-checkpoint125.safetensors, tokenizer_spm_32k_3.model, "
+                             + "optional config.json)")
+        }
+        self.path = path
+        let configPath = (path as NSString).appendingPathComponent("config.json")
+        var notes: [String] = []
+        var seed: UInt64?
+        if FileManager.default.fileExists(atPath: configPath) {
+            var config = try LMConfig(kyutaiConfigPath: configPath)
+            if let data = FileManager.default.contents(atPath: configPath),
+               let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+               let duplex = object["duplex"] as? [String: Any] {
+                if let s = duplex["random_weights_seed"] as? Int, s >= 0 { seed = UInt64(s) }
+                config.ignoredKeys.removeAll { $0 == "duplex" }
+            }
+            self.config = config
+            hasConfigJSON = true
+            if !config.ignoredKeys.isEmpty {
+                notes.append("\(configPath): keys not used by duplex: \(config.ignoredKeys.joined(separator: ", "))")
+            }
+        } else {
+            config = .moshi7B
+            hasConfigJSON = false
+            notes.append("no config.json in \(path): assuming moshiko/moshika 7B")
+        }
+        randomWeightsSeed = seed
+        self.notes = notes
+    }
+
+    public func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
+
+    /// Path of a file the model needs, or an error saying which one is missing and what it is.
+    public func require(_ name: String, _ role: String) throws -> String {
+        let full = file(name)
+        guard FileManager.default.fileExists(atPath: full) else {
+            let present = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted()
+            throw ModelError("model folder \(path) has no \(name) (\(role)). It holds: "
+                             + (present.isEmpty ? "nothing" : present.joined(separator: ", "))
+                             + ". Expected Kyutai's layout (e.g. kyutai/moshiko-pytorch-bf16).")
+        }
+        return full
+    }
+
+    public var lmPath: String { get throws { try require(config.moshiName, "the LM weights") } }
+    public var mimiPath: String { get throws { try require(config.mimiName, "the Mimi codec weights") } }
+    public var tokenizerPath: String { get throws { try require(config.tokenizerName, "the SentencePiece text tokenizer") } }
+
+    /// The LM, strictly by Kyutai's names (or made up, for a random-weights folder).
+    public func loadLM() throws -> LMModel {
+        if let randomWeightsSeed {
+            let store = WeightStore(randomSeed: randomWeightsSeed, matrixType: .f32)
+            return LMModel(store: store, config: config)
+        }
+        let path = try lmPath
+        do {
+            return try LMModel.load(path: path, config: config)
+        } catch let error as SafetensorsError {
+            throw ModelError("\(error)")
+        }
+    }
+
+    /// The Mimi codec with as many codebooks as the LM models per stream.
+    public func loadMimi() throws -> Mimi {
+        let codebooks = max(config.depQ, config.userStreams)
+        if let randomWeightsSeed {
+            return try Mimi(store: WeightStore(randomSeed: randomWeightsSeed &+ 1), config: .released(codebooks: codebooks))
+        }
+        let path = try mimiPath
+        do {
+            return try Mimi.load(path: path, codebooks: codebooks)
+        } catch let error as SafetensorsError {
+            throw ModelError("\(error)")
+        }
+    }
+
+    public func loadTokenizer() throws -> SentencePieceTokenizer {
+        let path = try tokenizerPath
+        do {
+            return try SentencePieceTokenizer(path: path)
+        } catch {
+            throw ModelError("\(error)")
+        }
+    }
+}

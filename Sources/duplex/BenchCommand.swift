@@ -1,0 +1,160 @@
+import ArgumentParser
+import DuplexAudio
+import DuplexCore
+import DuplexEngine
+import Foundation
+
+/// The latency benchmarking harness: mic-to-speaker latency term by term, real-time factor,
+/// deadline misses, allocations per frame and peak RSS, for any model folder or any architecture.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure mic-to-speaker latency (every term), real-time factor, deadline misses, allocations, memory.",
+        discussion: """
+            Plays a recording (or a built-in speech-like signal) into the engine as a live microphone would and
+            plays the answers out in real time on a virtual speaker (or real devices with --alsa), with capture,
+            model and playback on their own threads as in `talk`. --flat-out pushes frames as fast as the model
+            takes them instead (compute cost only). --random-weights --config NAME measures an architecture
+            without a checkpoint: default, small (dim 512, 8 layers, depformer 256×2), medium (dim 2048,
+            16 layers, real depformer), 7b (moshiko's shape, bf16), or a Kyutai config.json path.
+            """)
+
+    @OptionGroup var model: ModelOption
+
+    @Flag(help: "Made-up weights for --config instead of a model folder.")
+    var randomWeights = false
+
+    @Option(help: "Architecture for --random-weights: default, small, medium, 7b, or a config.json path.")
+    var config: String = "default"
+
+    @Option(help: "Input audio: WAV (any rate, mixed to mono) or raw s16le 24 kHz; default: a built-in speech-like signal.")
+    var input: String?
+
+    @Option(help: "Frames to measure (80 ms each), after warm-up.")
+    var frames: Int = 250
+
+    @Option(help: "Frames run first and not counted.")
+    var warmup: Int = 10
+
+    @Flag(help: "Push frames as fast as the model takes them (no real-time pacing).")
+    var flatOut = false
+
+    @Flag(help: "Run through ALSA devices so their buffers are included.")
+    var alsa = false
+
+    @Option(name: [.customShort("i"), .long], help: "ALSA capture device for --alsa.")
+    var inputDevice: String = "default"
+
+    @Option(name: [.customShort("o"), .long], help: "ALSA playback device for --alsa.")
+    var outputDevice: String = "default"
+
+    @Option(help: "Write the report as JSON here.")
+    var json: String?
+
+    @Option(help: "Write latency per frame and its histogram as SVG here.")
+    var plot: String?
+
+    @OptionGroup var sampling: SamplingOptions
+    @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        if frames < 2 { throw ValidationError("--frames must be at least 2") }
+        if warmup < 0 { throw ValidationError("--warmup must be ≥ 0") }
+        if alsa && flatOut { throw ValidationError("--alsa runs at the devices' pace; drop --flat-out") }
+    }
+
+    func run() throws {
+        compute.apply()
+        let engine = try loadEngine()
+        let session = engine.makeSession(sampling: sampling.parameters(for: engine.config))
+        let signal = try inputSignal()
+        var options = LiveRunner.Options()
+        options.frames = frames
+        options.warmupFrames = warmup
+        options.realtime = !flatOut
+        let device: ALSAAudioDevice? = alsa ? try ALSAAudioDevice(input: inputDevice, output: outputDevice) : nil
+        let runner = LiveRunner(processor: session, signal: signal, options: options, allocationCount: { Allocations.total })
+        Allocations.start()
+        warn("running \(frames + warmup) frames (\(String(format: "%.1f", Double(frames + warmup) * 0.08)) s of audio)\(flatOut ? " flat out" : " in real time")…")
+        let report = try runner.run(device: device)
+        Allocations.stop()
+        if let failure = session.failure { throw ValidationError("the model stopped: \(failure)") }
+        let title = "duplex bench: \(engine.name), \(compute.resolvedThreads) thread(s), \(flatOut ? "flat out" : alsa ? "ALSA \(inputDevice) → \(outputDevice)" : "real-time paced")"
+        print(report.table(title: title), terminator: "")
+        let c = engine.config
+        let extra = ["model": engine.name, "threads": "\(compute.resolvedThreads)", "mode": flatOut ? "flat_out" : (alsa ? "alsa" : "realtime"),
+                     "lm": "dim \(c.dim), \(c.numLayers) layers, depformer \(c.depformerDim)×\(c.depformerNumLayers)"]
+        if let json { try write(report.json(extra: extra), to: json) }
+        if let plot { try write(report.svg(title: title), to: plot) }
+    }
+
+    private func loadEngine() throws -> EngineModel {
+        guard randomWeights else { return try model.load() }
+        let lmConfig = try Self.architecture(config)
+        let start = Date()
+        let matrices: DType = lmConfig.dim >= 2048 ? .bf16 : .f32
+        let store = WeightStore(randomSeed: 1, matrixType: matrices)
+        let lm = LMModel(store: store, config: lmConfig)
+        let mimi = try Mimi(store: WeightStore(randomSeed: 2), config: .released(codebooks: max(lmConfig.depQ, lmConfig.userStreams)))
+        warn(String(format: "made up %@ random weights (%@ matrices) in %.1f s", config, matrices.rawValue, Date().timeIntervalSince(start)))
+        return try EngineModel(mimi: mimi, lm: lm, tokenizer: nil, name: "random \(config)")
+    }
+
+    static func architecture(_ name: String) throws -> LMConfig {
+        var c = LMConfig.moshi7B
+        switch name {
+        case "7b":
+            break
+        case "medium":
+            c.dim = 2048; c.numHeads = 16; c.numLayers = 16
+        case "small":
+            c.dim = 512; c.numHeads = 8; c.numLayers = 8
+            c.depformerDim = 256; c.depformerNumHeads = 4; c.depformerNumLayers = 2
+            c.depformerDimFeedforward = Int(4.125 * 256)
+        case "default":
+            return try ModelFolder(ModelOption.defaultModelPath).config
+        default:
+            guard FileManager.default.fileExists(atPath: name) else {
+                throw ValidationError("--config \(name): not a known architecture (default, small, medium, 7b) nor a config.json file")
+            }
+            return try LMConfig(kyutaiConfigPath: name)
+        }
+        return c
+    }
+
+    private func inputSignal() throws -> [Float] {
+        guard let input else { return SpeechLikeSignal.make(seconds: 12) }
+        let data = try Data(contentsOf: URL(fileURLWithPath: input))
+        if data.prefix(4).elementsEqual("RIFF".utf8) {
+            let wav = try WAV.decode(data, path: input)
+            return Resampler.resample(wav.mono(), from: wav.sampleRate, to: 24_000)
+        }
+        guard data.count % 2 == 0 else { throw ValidationError("\(input): raw input must be s16le (an even number of bytes)") }
+        return data.withUnsafeBytes { raw in (0..<(data.count / 2)).map { PCM.float(from: Int16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * $0, as: Int16.self))) } }
+    }
+
+    private func write(_ text: String, to path: String) throws {
+        do { try text.write(toFile: path, atomically: true, encoding: .utf8) } catch {
+            throw ValidationError("cannot write \(path): \(error.localizedDescription)")
+        }
+    }
+}
+
+/// A deterministic voice-like test signal: a gliding pitch with harmonics through a syllable
+/// envelope, with pauses, so the harness exercises speech and silence without a recording.
+enum SpeechLikeSignal {
+    static func make(seconds: Double, sampleRate: Int = 24_000) -> [Float] {
+        var rng = SplitMix64(seed: 2024)
+        var phase = 0.0
+        let count = Int(seconds * Double(sampleRate))
+        return (0..<count).map { i in
+            let t = Double(i) / Double(sampleRate)
+            let f0 = 120 + 40 * sin(2 * Double.pi * 0.3 * t) + 15 * sin(2 * Double.pi * 2.1 * t)
+            phase += 2 * Double.pi * f0 / Double(sampleRate)
+            var v = 0.0
+            for h in 1...10 { v += sin(Double(h) * phase) / Double(h * h) * (h == 3 || h == 7 ? 2 : 1) }
+            let syllable = max(0, sin(2 * Double.pi * 3.5 * t))
+            let phrase = (t.truncatingRemainder(dividingBy: 4)) < 3 ? 1.0 : 0.0   // 1 s pause every 4 s
+            return Float(0.25 * syllable * phrase * v) + 0.003 * (rng.nextFloat() - 0.5)
+        }
+    }
+}
