@@ -10,6 +10,13 @@ public protocol FrameProcessor: AnyObject {
     /// Returns the text token the model emitted with this output, if any (for display).
     func process(_ input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
                  stamps: inout FrameTimestamps, clock: any FrameClock) -> Int32?
+    /// Set once the processor cannot go on (e.g. NaN logits from poisoned weights); it then
+    /// answers silence, and whoever runs it reports this and stops.
+    var failure: Error? { get }
+}
+
+extension FrameProcessor {
+    public var failure: Error? { nil }
 }
 
 /// Capture → model → playback, joined by lock-free SPSC rings (design.md §3.6). Every method is

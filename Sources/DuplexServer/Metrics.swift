@@ -60,6 +60,8 @@ public final class ServerMetrics: Sendable {
         case badAudio = "bad_audio"
         /// Input arrived much faster than the model could take it, beyond the inbox bound.
         case inputFlood = "input_flood"
+        /// The model could not go on (NaN logits from poisoned weights, …).
+        case modelFailed = "model_failed"
     }
 
     let sessionsActive = ManagedAtomic<Int>(0)

@@ -190,6 +190,12 @@ final class SessionWorker: @unchecked Sendable {
             }
         }
         let processed = clock.now()
+        if let failure = processor.failure {
+            failed = true
+            metrics.close(.modelFailed)
+            sink(.fatal(message: "the model stopped: \(failure)", code: 1011))
+            return
+        }
         let audio = outputFrame.withUnsafeBufferPointer { writer.append($0) }
         let text = token.flatMap(model.tokenText)
         stamps.outputStart = clock.now()

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Dispatch
+import DuplexCore
+import DuplexEngine
 import DuplexServer
 import Foundation
 
@@ -14,8 +16,7 @@ struct Serve: AsyncParsableCommand {
             are the defaults for clients that do not.
             """)
 
-    @Option(help: "The model folder (Mimi + LM weights, tokenizer, config).")
-    var model: String
+    @OptionGroup var model: ModelOption
 
     @Option(help: "Address to listen on. Loopback by default: use 0.0.0.0 (or a LAN address) to accept other machines.")
     var host = "127.0.0.1"
@@ -32,16 +33,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest websocket message accepted, in bytes (larger: close 1009).")
     var maxMessageBytes = 1 << 20
 
-    @Option(help: "Default text sampling temperature (0: greedy).")
-    var textTemperature: Float?
-    @Option(help: "Default text top-k.")
-    var textTopk: Int?
-    @Option(help: "Default audio sampling temperature (0: greedy).")
-    var audioTemperature: Float?
-    @Option(help: "Default audio top-k.")
-    var audioTopk: Int?
-    @Option(help: "Default seed for sampling (text and audio), for reproducible conversations.")
-    var seed: UInt64?
+    @OptionGroup(title: "Sampling defaults (a client's query parameters override them)") var sampling: SamplingOptions
 
     @OptionGroup var compute: ComputeOptions
 
@@ -55,7 +47,7 @@ struct Serve: AsyncParsableCommand {
         compute.apply()
         let chatModel: ChatModel
         do {
-            chatModel = try makeSessionFactory(model: model, threads: compute.resolvedThreads)
+            chatModel = try makeSessionFactory(engine: model.load(), sampling: sampling)
         } catch {
             warn("duplex serve: \(error)")
             throw ExitCode(2)
@@ -65,9 +57,9 @@ struct Serve: AsyncParsableCommand {
         config.port = port
         config.token = token ?? ProcessInfo.processInfo.environment["DUPLEX_SERVE_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
         config.maxMessageBytes = maxMessageBytes
-        config.defaults = SessionParameters(textTemperature: textTemperature, textTopK: textTopk,
-                                            audioTemperature: audioTemperature, audioTopK: audioTopk,
-                                            textSeed: seed, audioSeed: seed)
+        config.defaults = SessionParameters(textTemperature: sampling.textTemperature, textTopK: sampling.textTopK,
+                                            audioTemperature: sampling.temperature, audioTopK: sampling.topK,
+                                            textSeed: sampling.seed, audioSeed: sampling.seed)
         if let maxSessions {
             config.maxSessions = maxSessions
         } else {
@@ -98,16 +90,29 @@ struct Serve: AsyncParsableCommand {
 
 // MARK: - model plug-in point
 
-/// THE place where `duplex serve` turns a model folder into sessions. Everything else in the
-/// server is independent of the model: it needs a factory that makes one `FrameProcessor` per
-/// conversation (the real `Session`: Mimi + LM state over the shared, read-only model, honouring
-/// the sampling parameters) and a token → display text function (SentencePiece piece, ▁ → space,
-/// nothing for PAD/EPAD, moshi-spec.md §5).
-///
-/// PENDING: the model engine (Mimi, LM, Session) is not merged yet; until it is, this refuses
-/// rather than serve a stand-in.
-func makeSessionFactory(model: String, threads: Int) throws -> ChatModel {
-    throw ServeError("the model engine is not available yet in this build: `duplex serve --model \(model)` needs the Mimi + LM session, which is still being written")
+/// Every connection gets its own Session over the one loaded model. A client's sampling query
+/// parameters override the server's defaults; `text_seed` (else `audio_seed`) seeds the session.
+/// `pad_mult` and the repetition penalty are accepted but not applied: the sampler implements
+/// Kyutai's PyTorch LMGen, which has neither.
+func makeSessionFactory(engine: EngineModel, sampling: SamplingOptions) throws -> ChatModel {
+    let base = sampling.parameters(for: engine.config)
+    let c = engine.config
+    let metadata = """
+        {"model": "\(engine.name.replacingOccurrences(of: "\"", with: "'"))", "text_temperature": \(base.textTemperature), \
+        "text_topk": \(base.textTopK), "audio_temperature": \(base.audioTemperature), "audio_topk": \(base.audioTopK), \
+        "lm": {"dim": \(c.dim), "num_layers": \(c.numLayers), "dep_q": \(c.depQ)}, "build": "duplex"}
+        """
+    return ChatModel(frameSize: engine.frameSize, sampleRate: 24_000, metadataJSON: metadata,
+                     makeSession: { parameters in
+                         var p = base
+                         if let v = parameters.textTemperature { p.textTemperature = v }
+                         if let v = parameters.textTopK { p.textTopK = v }
+                         if let v = parameters.audioTemperature { p.audioTemperature = v }
+                         if let v = parameters.audioTopK { p.audioTopK = v }
+                         if let v = parameters.textSeed ?? parameters.audioSeed { p.seed = v }
+                         return engine.makeSession(sampling: p)
+                     },
+                     tokenText: { engine.displayText($0) })
 }
 
 struct ServeError: Error, CustomStringConvertible {
