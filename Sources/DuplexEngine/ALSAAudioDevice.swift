@@ -20,6 +20,10 @@ public final class ALSAAudioDevice: LiveRunner.Device, @unchecked Sendable {
     // Playback-thread buffers.
     private var playResampled: [Float]
     private var playRaw: [Int16]
+    /// What the microphone heard and the speaker played, at 24 kHz, for `--record` (drained by
+    /// the UI thread; when it falls behind, samples are dropped, never waited for).
+    private var recordUser: SPSCRing<Float>?
+    private var recordSystem: SPSCRing<Float>?
     /// Peak levels of the last period (0…1), for meters; written by the device threads.
     private let inputLevelBits = Atomic<UInt32>(0)
     private let outputLevelBits = Atomic<UInt32>(0)
@@ -40,6 +44,25 @@ public final class ALSAAudioDevice: LiveRunner.Device, @unchecked Sendable {
         captureBacklog = [Float](repeating: 0, count: maxDevicePeriod * 4 + 64)
         playResampled = [Float](repeating: 0, count: maxDevicePeriod * 4 + 64)
         playRaw = [Int16](repeating: 0, count: maxDevicePeriod * 4 * max(1, playback.channels))
+    }
+
+    /// Starts keeping what is captured and played (call before the device threads start).
+    public func enableRecording(seconds: Int = 10) {
+        recordUser = SPSCRing(minimumCapacity: seconds * modelRate, zero: 0)
+        recordSystem = SPSCRing(minimumCapacity: seconds * modelRate, zero: 0)
+    }
+
+    /// Moves recorded samples into the caller's arrays (user = microphone, system = speaker).
+    public func drainRecording(user: inout [Float], system: inout [Float]) {
+        var chunk = [Float](repeating: 0, count: 4096)
+        for (ring, isUser) in [(recordUser, true), (recordSystem, false)] {
+            guard let ring else { continue }
+            while true {
+                let n = chunk.withUnsafeMutableBufferPointer { ring.read(into: $0.baseAddress!, count: $0.count) }
+                if n == 0 { break }
+                if isUser { user.append(contentsOf: chunk[0..<n]) } else { system.append(contentsOf: chunk[0..<n]) }
+            }
+        }
     }
 
     public var inputLevel: Float { Float(bitPattern: inputLevelBits.load(ordering: .relaxed)) }
@@ -80,6 +103,7 @@ public final class ALSAAudioDevice: LiveRunner.Device, @unchecked Sendable {
             captureBacklog.withUnsafeMutableBufferPointer { $0.baseAddress!.advanced(by: backlogCount).update(from: captureResampled, count: take) }
             backlogCount += take
         }
+        if let recordUser { captureBacklog.withUnsafeBufferPointer { _ = recordUser.write($0.baseAddress!, count: frames) } }
         captureBacklog.withUnsafeMutableBufferPointer { b in
             buffer.update(from: b.baseAddress!, count: frames)
             memmove(b.baseAddress!, b.baseAddress! + frames, (backlogCount - frames) * MemoryLayout<Float>.stride)
@@ -93,6 +117,7 @@ public final class ALSAAudioDevice: LiveRunner.Device, @unchecked Sendable {
         var peak: Float = 0
         for i in 0..<frames { peak = max(peak, abs(buffer[i])) }
         outputLevelBits.store(peak.bitPattern, ordering: .relaxed)
+        recordSystem?.write(buffer, count: frames)
         let n: Int
         if let outResampler {
             n = playResampled.withUnsafeMutableBufferPointer { outResampler.process(buffer, count: frames, into: $0.baseAddress!, capacity: $0.count) }

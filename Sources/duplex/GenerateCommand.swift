@@ -1,4 +1,5 @@
 import ArgumentParser
+import DuplexAudio
 import DuplexCore
 import DuplexEngine
 import Foundation
@@ -54,26 +55,43 @@ struct Generate: ParsableCommand {
     func run() throws {
         compute.apply()
         let folder = try ModelFolder(model)
-        // The codec and the tokenizer are separate components; say plainly when one is missing
-        // from this build rather than half-running.
-        if input != nil || output != nil {
-            _ = try folder.mimiPath
-            throw ValidationError("audio input/output needs the Mimi codec, which this build of duplex does not include yet; "
-                                  + "drive the LM at the token level with --input-codes / --output-codes")
+        for note in folder.notes { warn("note: \(note)") }
+        // Check every file the run will need before the long part starts.
+        let mimi = (input != nil || output != nil) ? try folder.loadMimi() : nil
+        let tokenizer = text != nil ? try folder.loadTokenizer() : nil
+        let user: UserCodes
+        if let input, let mimi {
+            let audio = try CodecAudio.read(input, raw: false, sampleRate: mimi.config.sampleRate)
+            let codes = mimi.encode(audio)
+            guard codes.frames > 0 else { throw ValidationError("\(input): no audio") }
+            user = UserCodes(frames: codes.frames, codebooks: codes.codebooks, values: codes.values)
+            warn(String(format: "encoded %@: %d frames (%.2f s)", input, codes.frames, Double(codes.frames) * 0.08))
+        } else {
+            user = try readUserCodes(folder.config)
         }
-        if text != nil {
-            _ = try folder.tokenizerPath
-            throw ValidationError("--text needs the SentencePiece tokenizer, which this build of duplex does not include yet; "
-                                  + "row 0 of --output-codes holds the text token ids")
-        }
-        let user = try readUserCodes(folder.config)
         let lm = try folder.loadLM()
         let gen = LMGen(model: lm, sampling: sampling.parameters(for: folder.config))
         let frames = min(user.frames, maxFrames ?? Int.max)
         let produced = try run(gen, user: user, frames: frames)
+        let depQ = folder.config.depQ
         if let outputCodes {
-            try NPY.writeInt32(outputCodes, NPY.Array(shape: [1 + folder.config.depQ, produced.count],
-                                                      int32: transposed(produced, rows: 1 + folder.config.depQ)))
+            try NPY.writeInt32(outputCodes, NPY.Array(shape: [1 + depQ, produced.count],
+                                                      int32: transposed(produced, rows: 1 + depQ)))
+        }
+        if let output, let mimi {
+            var values = [Int32](repeating: 0, count: depQ * produced.count)
+            for (t, f) in produced.enumerated() { for k in 0..<depQ { values[k * produced.count + t] = f[1 + k] } }
+            let audio = try mimi.decode(MimiCodes(codebooks: depQ, frames: produced.count, values: values))
+            try WAV(sampleRate: mimi.config.sampleRate, channels: 1, samples: audio).write(to: output)
+            warn(String(format: "wrote %@ (%.2f s)", output, Double(audio.count) / Double(mimi.config.sampleRate)))
+        }
+        if let text, let tokenizer {
+            let c = folder.config
+            let special = TextStreamSpecialIds(epad: c.textEndPaddingId, pad: c.textPaddingId, start: c.textCard)
+            let transcript = try tokenizer.transcript(produced.map { Int($0[0]) }, special: special)
+            do { try (transcript + "\n").write(toFile: text, atomically: true, encoding: .utf8) } catch {
+                throw ValidationError("cannot write \(text): \(error.localizedDescription)")
+            }
         }
     }
 
