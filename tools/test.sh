@@ -10,3 +10,5 @@ cd "$(dirname "$0")/.."
 export DUPLEX_REQUIRE_INTEROP=1
 swift build --build-tests
 swift test --skip-build "$@"
+# The release binary end to end on the embedded default model (pipe, generate, bench, serve).
+./tools/e2e.sh

@@ -96,13 +96,9 @@ struct Serve: AsyncParsableCommand {
 /// Kyutai's PyTorch LMGen, which has neither.
 func makeSessionFactory(engine: EngineModel, sampling: SamplingOptions) throws -> ChatModel {
     let base = sampling.parameters(for: engine.config)
-    let c = engine.config
-    let metadata = """
-        {"model": "\(engine.name.replacingOccurrences(of: "\"", with: "'"))", "text_temperature": \(base.textTemperature), \
-        "text_topk": \(base.textTopK), "audio_temperature": \(base.audioTemperature), "audio_topk": \(base.audioTopK), \
-        "lm": {"dim": \(c.dim), "num_layers": \(c.numLayers), "dep_q": \(c.depQ)}, "build": "duplex"}
-        """
-    return ChatModel(frameSize: engine.frameSize, sampleRate: 24_000, metadataJSON: metadata,
+    // No kind-4 metadata: Kyutai's Python server sends none, and its clients expect the handshake
+    // to be the first message.
+    return ChatModel(frameSize: engine.frameSize, sampleRate: 24_000, metadataJSON: nil,
                      makeSession: { parameters in
                          var p = base
                          if let v = parameters.textTemperature { p.textTemperature = v }

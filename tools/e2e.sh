@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# End-to-end checks of the release binary on the embedded default model (no sound card needed):
+# pipe (sample conservation, determinism with a seed, f32le, resampled rates, odd byte counts, a
+# reader that goes away), generate (audio in, audio + text out), bench (JSON keys), serve with
+# Kyutai's own client code (sphn + aiohttp). Run by tools/test.sh after the unit tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. tools/env.sh
+swift build -c release --product duplex 2>&1 | grep -vE "^\[|^Building|^Compiling|^Write|^Linking|^Build complete" || true
+duplex=.build/release/duplex
+work=$(mktemp -d)
+trap 'kill ${server_pid:-} 2>/dev/null || true; rm -rf "$work"' EXIT
+passed=0; failed=0
+check() {  # check NAME COMMAND...: runs the command, counts the result
+    local name=$1; shift
+    if "$@" > "$work/out.txt" 2>&1; then passed=$((passed + 1)); echo "ok   $name"
+    else failed=$((failed + 1)); echo "FAIL $name"; sed 's/^/     /' "$work/out.txt" | tail -20; fi
+}
+
+# Test audio: 3 s of a voiced, speech-like signal, as raw s16le 24 kHz and as a 48 kHz WAV.
+python3 - "$work" <<'PY'
+import math, struct, sys, wave
+out = sys.argv[1]
+def voice(rate, seconds):
+    samples, phase = [], 0.0
+    for i in range(int(rate * seconds)):
+        t = i / rate
+        f0 = 130 + 35 * math.sin(2 * math.pi * 0.6 * t)
+        phase += 2 * math.pi * f0 / rate
+        s = sum(math.sin(h * phase) / h for h in range(1, 8)) * (0.5 + 0.5 * math.sin(2 * math.pi * 3 * t))
+        samples.append(int(max(-32768, min(32767, 6000 * s))))
+    return samples
+s24 = voice(24000, 3.0)
+open(f"{out}/in24.raw", "wb").write(struct.pack(f"<{len(s24)}h", *s24))
+s48 = voice(48000, 3.0)
+with wave.open(f"{out}/in48.wav", "wb") as w:
+    w.setnchannels(1); w.setsampwidth(2); w.setframerate(48000)
+    w.writeframes(struct.pack(f"<{len(s48)}h", *s48))
+f32 = [v / 32768 for v in s48]
+open(f"{out}/in48.f32", "wb").write(struct.pack(f"<{len(f32)}f", *f32))
+PY
+
+size() { stat -c %s "$1"; }
+pipe_conserves() { $duplex pipe --seed 7 < "$work/in24.raw" > "$work/a.raw" 2>"$work/a.txt" && [ "$(size "$work/a.raw")" = "$(size "$work/in24.raw")" ]; }
+pipe_deterministic() { $duplex pipe --seed 7 < "$work/in24.raw" > "$work/b.raw" 2>/dev/null && cmp "$work/a.raw" "$work/b.raw"; }
+pipe_text() { grep -qE '^ +[0-9]+\.[0-9]{2}	' "$work/a.txt"; }
+pipe_not_silent() { python3 -c "import struct,sys; d=open(sys.argv[1],'rb').read(); v=struct.unpack(f'<{len(d)//2}h',d); sys.exit(0 if max(abs(x) for x in v[1920*2:]) > 0 else 1)" "$work/a.raw"; }
+pipe_f32_48k() { $duplex pipe --format f32le --rate 48000 < "$work/in48.f32" > "$work/c.f32" 2>/dev/null && [ "$(size "$work/c.f32")" = "$(size "$work/in48.f32")" ]; }
+pipe_odd_bytes() { head -c 38401 "$work/in24.raw" | $duplex pipe > "$work/d.raw" 2>"$work/d.txt" && [ "$(size "$work/d.raw")" = 38400 ] && grep -q "do not make a whole" "$work/d.txt"; }
+pipe_closed_reader() { set +o pipefail; $duplex pipe < "$work/in24.raw" 2>"$work/e.txt" | head -c 100 > /dev/null; local rc=${PIPESTATUS[0]}; set -o pipefail; [ "$rc" = 0 ] && ! grep -qi "error" "$work/e.txt"; }
+check "pipe: as many samples out as in" pipe_conserves
+check "pipe: the same seed gives the same bytes" pipe_deterministic
+check "pipe: text pieces with their frame time" pipe_text
+check "pipe: the model answers (not all silence)" pipe_not_silent
+check "pipe: f32le at 48 kHz, resampled both ways, count kept" pipe_f32_48k
+check "pipe: odd trailing byte warned, not fatal" pipe_odd_bytes
+check "pipe: a reader that goes away ends it quietly" pipe_closed_reader
+
+generate_audio() {
+    $duplex generate --model models/default --input "$work/in48.wav" --output "$work/g.wav" --text "$work/g.txt" --seed 3 &&
+    python3 -c "import wave,sys; w=wave.open(sys.argv[1]); sys.exit(0 if w.getframerate()==24000 and abs(w.getnframes()-72000) <= 1920 else 1)" "$work/g.wav" &&
+    [ -s "$work/g.txt" ]
+}
+check "generate: WAV in, WAV and transcript out" generate_audio
+
+bench_json() {
+    $duplex bench --frames 30 --warmup 5 -t 2 --json "$work/bench.json" --plot "$work/bench.svg" &&
+    python3 - "$work/bench.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for k in ["latency_ms", "stages_ms", "real_time_factor", "deadline_misses", "allocations_per_frame", "peak_rss_bytes", "frames"]:
+    assert k in r, k
+for k in ["p50", "p95", "p99", "max"]:
+    assert isinstance(r["latency_ms"][k], (int, float)), k
+assert r["latency_ms"]["p50"] >= 150, r["latency_ms"]
+assert r["frames"] >= 25, r["frames"]
+PY
+    grep -q "<svg" "$work/bench.svg"
+}
+check "bench: report with the agreed JSON keys, SVG plot" bench_json
+
+# serve, driven by Kyutai's own client code (sphn for Ogg Opus, aiohttp for the websocket).
+interop_python=$(./tools/interop/setup.sh)
+port=$((20000 + RANDOM % 20000))
+$duplex serve --port "$port" --max-sessions 2 -t 2 > "$work/serve.txt" 2>&1 &
+server_pid=$!
+for _ in $(seq 100); do
+    if python3 -c "import urllib.request,sys; urllib.request.urlopen(f'http://127.0.0.1:{sys.argv[1]}/healthz', timeout=1)" "$port" 2>/dev/null; then break; fi
+    sleep 0.2
+done
+serve_interop() { "$interop_python" tools/interop/kyutai_client.py --url "ws://127.0.0.1:$port/api/chat?text_temperature=0.7&text_topk=25&audio_temperature=0.8&audio_topk=250" --frames 40 --min-text 1; }
+serve_metrics() { python3 -c "import urllib.request,sys; t=urllib.request.urlopen(f'http://127.0.0.1:{sys.argv[1]}/metrics').read().decode(); assert 'duplex_frames_total' in t and 'duplex_sessions_total 1' in t, t" "$port"; }
+check "serve: Kyutai's client (sphn + aiohttp) converses with the default model" serve_interop
+check "serve: /metrics counts the session and its frames" serve_metrics
+kill "$server_pid" 2>/dev/null || true
+wait "$server_pid" 2>/dev/null || true
+
+echo "e2e: $passed passed, $failed failed"
+[ "$failed" = 0 ]
