@@ -117,7 +117,15 @@ public final class LiveRunner: @unchecked Sendable {
             var next = start
             while !stop.isSet {
                 if device == nil {
-                    if realtime { sleepUntil(next) } else { while pipeline.queuedOutputFrames == 0 && !stop.isSet { usleep(200) } }
+                    if realtime {
+                        // A virtual speaker that fell far behind (the machine was starved) skips
+                        // ahead, as a real device's xrun would, instead of replaying the backlog.
+                        let now = clock.now()
+                        if now > next + 4 * periodNanoseconds { next = now }
+                        sleepUntil(next)
+                    } else {
+                        while pipeline.queuedOutputFrames == 0 && !stop.isSet { usleep(200) }
+                    }
                 }
                 next += periodNanoseconds
                 let delay = device?.outputDelay ?? 0

@@ -18,8 +18,8 @@ struct Generate: ParsableCommand {
             --model is a folder laid out like Kyutai's HF repos (see `duplex generate --help` and README).
             """)
 
-    @Option(help: "Model folder (model.safetensors, tokenizer-e351c8d8-checkpoint125.safetensors, tokenizer_spm_32k_3.model, optional config.json).")
-    var model: String
+    @OptionGroup var modelOption: ModelOption
+    var model: String { modelOption.model }
 
     @Option(help: "User audio (WAV, 24 kHz mono).")
     var input: String?
