@@ -1,0 +1,116 @@
+import DuplexCore
+import DuplexEngine
+import XCTest
+
+/// A conversation on a tiny random model of the real structure: one model, many sessions, each
+/// with its own state; reset starts a fresh conversation; the session equals the blocks it runs.
+final class SessionTests: XCTestCase {
+    private static func tinyEngine() throws -> EngineModel {
+        var mimi = MimiConfig()
+        mimi.dimension = 32
+        mimi.filters = 4
+        mimi.transformerHeads = 2
+        mimi.transformerLayers = 1
+        mimi.transformerFeedforward = 64
+        mimi.codebookDimension = 16
+        mimi.bins = 64
+        mimi.numCodebooks = 8
+        var lm = LMConfig.moshi7B
+        lm.dim = 32; lm.numHeads = 2; lm.numLayers = 2; lm.context = 8
+        lm.textCard = 50; lm.textCardOut = 50; lm.card = 64
+        lm.depformerDim = 16; lm.depformerNumHeads = 2; lm.depformerNumLayers = 1
+        lm.depformerDimFeedforward = Int(4.125 * 16)
+        return try EngineModel(mimi: Mimi(store: WeightStore(randomSeed: 11), config: mimi),
+                               lm: LMModel(store: WeightStore(randomSeed: 12), config: lm), tokenizer: nil, name: "tiny")
+    }
+
+    private static let engine = Result { try tinyEngine() }
+
+    private func voice(_ frames: Int) -> [Float] {
+        (0..<(frames * 1920)).map { i in
+            let t = Float(i) / 24_000
+            return 0.3 * sinf(2 * .pi * 150 * t) * (0.5 + 0.5 * sinf(2 * .pi * 3 * t))
+        }
+    }
+
+    /// Runs `frames` frames; returns the audio out and the text tokens.
+    private func converse(_ session: Session, _ input: [Float], frames: Int) -> (audio: [Float], text: [Int32?]) {
+        var audio = [Float](repeating: 0, count: frames * 1920)
+        var text: [Int32?] = []
+        var stamps = FrameTimestamps()
+        for f in 0..<frames {
+            let token = input.withUnsafeBufferPointer { i in
+                audio.withUnsafeMutableBufferPointer { o in
+                    session.process(i.baseAddress! + f * 1920, output: o.baseAddress! + f * 1920, stamps: &stamps, clock: MonotonicClock())
+                }
+            }
+            text.append(token)
+        }
+        return (audio, text)
+    }
+
+    func testTheFirstAnswerIsSilenceThenTheModelSpeaks() throws {
+        let engine = try Self.engine.get()
+        let session = engine.makeSession(sampling: .greedy)
+        let (audio, text) = converse(session, voice(6), frames: 6)
+        XCTAssertEqual(Array(audio[0..<1920]), [Float](repeating: 0, count: 1920), "Moshi's first call returns nothing")
+        XCTAssertGreaterThan(audio[1920...].map { abs($0) }.max() ?? 0, 0, "then it answers")
+        XCTAssertNil(text[0])
+        XCTAssertNil(session.failure)
+        XCTAssertTrue(audio.allSatisfy(\.isFinite))
+    }
+
+    func testResetReplaysTheConversationExactly() throws {
+        let engine = try Self.engine.get()
+        var sampling = SamplingParameters()
+        sampling.seed = 5
+        let session = engine.makeSession(sampling: sampling)
+        let input = voice(7)
+        let first = converse(session, input, frames: 7)
+        session.reset()
+        let again = converse(session, input, frames: 7)
+        XCTAssertEqual(again.audio, first.audio, "reset must clear every codec buffer, both transformers, the LM ring and caches")
+        XCTAssertEqual(again.text, first.text, "and restart the sampler's random stream")
+    }
+
+    func testSessionsOnOneModelDoNotShareState() throws {
+        let engine = try Self.engine.get()
+        let input = voice(6)
+        let solo = converse(engine.makeSession(sampling: .greedy), input, frames: 6)
+        // Two conversations interleaved frame by frame on the same model: each equals the solo run.
+        let a = engine.makeSession(sampling: .greedy), b = engine.makeSession(sampling: .greedy)
+        var outA = [Float](), outB = [Float]()
+        for f in 0..<6 {
+            let frame = Array(input[(f * 1920)..<((f + 1) * 1920)])
+            outA += converse(a, frame, frames: 1).audio
+            outB += converse(b, frame.map { $0 * -0.5 }, frames: 1).audio  // b hears something else
+        }
+        XCTAssertEqual(outA, solo.audio)
+        XCTAssertNotEqual(outB, solo.audio)
+    }
+
+    func testTheSessionIsTheBlocksItRuns() throws {
+        // Mimi encode → LMGen.step → Mimi decode by hand, with Kyutai's server rule of starting the
+        // codec afresh after the first frame, must give the session's output bit for bit.
+        let engine = try Self.engine.get()
+        let input = voice(5)
+        let viaSession = converse(engine.makeSession(sampling: .greedy), input, frames: 5)
+        let mimi = engine.mimi, codec = mimi.makeState()
+        let gen = LMGen(model: engine.lm, sampling: .greedy)
+        var lm = gen.makeState()
+        var codes = [Int32](repeating: 0, count: mimi.numCodebooks)
+        var audio = [Float]()
+        for f in 0..<5 {
+            input.withUnsafeBufferPointer { mimi.encodeStep($0.baseAddress! + f * 1920, codes: &codes, state: codec) }
+            if f == 0 { codec.reset() }
+            if let out = try gen.step(userCodes: codes, state: &lm) {
+                var pcm = [Float](repeating: 0, count: 1920)
+                try mimi.decodeStep(Array(out[1...8]), codebooks: 8, output: &pcm, state: codec)
+                audio += pcm
+            } else {
+                audio += [Float](repeating: 0, count: 1920)
+            }
+        }
+        XCTAssertEqual(viaSession.audio, audio)
+    }
+}
