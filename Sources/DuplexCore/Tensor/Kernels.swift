@@ -8,14 +8,20 @@ import CBLAS
 public enum Kernels {
     // MARK: threads
 
-    /// Sets how many threads OpenBLAS may use. The engine always calls this (from `-t/--threads`)
-    /// rather than leaving OpenBLAS to pick, so runs are reproducible and leave cores to audio.
+    /// Sets how many threads compute: the engine always calls this (from `-t/--threads`) rather
+    /// than leaving libraries to pick, so runs are reproducible and leave cores to audio. One pool
+    /// (`WorkerPool.shared`) does all the parallel work; OpenBLAS itself stays single-threaded,
+    /// because its threaded sgemm allocates job arrays on every call (the real-time path must not
+    /// allocate) and a second set of spinning threads would fight the pool for the same cores.
     public static func setThreads(_ count: Int) {
-        openblas_set_num_threads(Int32(max(1, count)))
+        openblas_set_num_threads(1)
         WorkerPool.shared.threads = count
     }
 
-    public static var threads: Int { Int(openblas_get_num_threads()) }
+    public static var threads: Int { WorkerPool.shared.threads }
+
+    /// Products below this many multiply-adds run on one thread: splitting costs more than it saves.
+    static let minParallelMACs = 1 << 21
 
     // MARK: matrix × matrix
 
@@ -32,10 +38,46 @@ public enum Kernels {
             if !accumulate { for i in 0..<m { (c + i * (ldc ?? n)).update(repeating: 0, count: n) } }
             return
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k), 1,
-                    a, Int32(lda ?? k), b, Int32(ldb ?? (transposeB ? k : n)),
-                    accumulate ? 1 : 0, c, Int32(ldc ?? n))
+        var job = GemmJob(a: a, b: b, c: c, m: m, n: n, k: k, lda: lda ?? k, ldb: ldb ?? (transposeB ? k : n),
+                          ldc: ldc ?? n, transposeB: transposeB, beta: accumulate ? 1 : 0)
+        let parts = m * n * k >= minParallelMACs ? WorkerPool.shared.threads : 1
+        if parts <= 1 {
+            job.run(part: 0, parts: 1)
+            return
+        }
+        withUnsafePointer(to: &job) { WorkerPool.shared.run(GemmJob.task, context: UnsafeRawPointer($0), parts: parts) }
+    }
+
+    /// One sgemm split into blocks of C's rows (or columns, when there are few rows), each block a
+    /// single-threaded OpenBLAS call.
+    struct GemmJob {
+        let a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>
+        let m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int
+        let transposeB: Bool
+        let beta: Float
+
+        static let task: WorkerPool.Task = { context, part, parts in
+            context.assumingMemoryBound(to: GemmJob.self).pointee.run(part: part, parts: parts)
+        }
+
+        func run(part: Int, parts: Int) {
+            if m >= 8 * parts || m >= n {
+                let rows = (m + parts - 1) / parts
+                let r0 = part * rows, r1 = min(m, r0 + rows)
+                guard r1 > r0 else { return }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                            Int32(r1 - r0), Int32(n), Int32(k), 1, a + r0 * lda, Int32(lda), b, Int32(ldb),
+                            beta, c + r0 * ldc, Int32(ldc))
+            } else {
+                // Columns in multiples of 16 keep each block's vector loops whole.
+                let cols = ((n + parts - 1) / parts + 15) & ~15
+                let c0 = part * cols, c1 = min(n, c0 + cols)
+                guard c1 > c0 else { return }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                            Int32(m), Int32(c1 - c0), Int32(k), 1, a, Int32(lda), transposeB ? b + c0 * ldb : b + c0, Int32(ldb),
+                            beta, c + c0, Int32(ldc))
+            }
+        }
     }
 
     public static func matmulNaive(
