@@ -84,6 +84,7 @@ public final class Mimi: Sendable {
         }
         c.numCodebooks = codebooks
         let store = try WeightStore(files: [file])
+        store.residentCopies = true
         let mimi = try Mimi(store: store, config: c)
         try store.finish()
         return mimi

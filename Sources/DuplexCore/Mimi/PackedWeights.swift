@@ -23,7 +23,7 @@ struct PackedWeights: Sendable {
         self.k = k
         blockWidth = k > PackedWeights.blockLimit ? PackedWeights.block : k
         if blockWidth == k {
-            storage = FloatBox(values)
+            storage = FloatBox(values, hugePages: true)
             return
         }
         var packed = [Float](repeating: 0, count: n * k)
@@ -35,7 +35,7 @@ struct PackedWeights: Sendable {
             }
             start += width
         }
-        storage = FloatBox(packed)
+        storage = FloatBox(packed, hugePages: true)
     }
 
     /// Y[m, n] (+)= X[m, k] · Wᵀ, X rows `ldx` apart.

@@ -29,7 +29,7 @@ struct EuclideanCodebook: Sendable {
             }
             norms[b] = 0.5 * n
         }
-        centroids = FloatBox(c)
+        centroids = FloatBox(c, hugePages: true)
         halfNorms = FloatBox(norms)
     }
 }
