@@ -42,6 +42,11 @@ struct PackedWeights: Sendable {
     @inline(__always)
     func apply(_ x: UnsafePointer<Float>, rows m: Int, ldx: Int? = nil, into y: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
         let ldx = ldx ?? k
+        if n == 1 && m > 2 && blockWidth == k && ldx == k {
+            // One output (SEANet's last conv): a matrix×vector over the rows of X, not an sgemm.
+            Kernels.matvec(x, storage.pointer, y, rows: m, cols: k, accumulate: accumulate)
+            return
+        }
         var start = 0
         while start < k {
             let width = min(blockWidth, k - start)
