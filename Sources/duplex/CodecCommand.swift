@@ -92,6 +92,7 @@ extension Codec {
         @Option(name: [.short, .long], help: "Codes .npy (int32 [codebooks, frames]).") var output: String
         @Option(name: [.customShort("n"), .long], help: "Codebooks to produce (1…32; Moshi uses 8).") var codebooks = 8
         @Flag(help: "Read the input as raw s16le 24 kHz mono whatever its name.") var raw = false
+        @Option(help: "Also write the unquantized encoder latent here (.npy float32 [frames, dimension]).") var latent: String?
         @OptionGroup var compute: ComputeOptions
 
         func run() throws {
@@ -99,8 +100,9 @@ extension Codec {
             let mimi = try model.load(codebooks: codebooks)
             let audio = try CodecAudio.read(input, raw: raw, sampleRate: mimi.config.sampleRate)
             let start = Date()
-            let codes = mimi.encode(audio)
+            let (codes, latentValues) = mimi.encodeWithLatent(audio)
             try CodesFile.write(codes, to: output)
+            if let latent { try NPY.writeFloat32(latent, latentValues) }
             let padding = codes.frames * mimi.frameSize - audio.count
             warn(String(format: "%@: %d samples (%.2f s) → %d frames × %d codebooks in %.2f s%@", output, audio.count,
                         Double(audio.count) / Double(mimi.config.sampleRate), codes.frames, codes.codebooks,

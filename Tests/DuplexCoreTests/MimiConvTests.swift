@@ -36,6 +36,7 @@ final class MimiConvTests: XCTestCase {
             (1, 5, 7, 1, 1, .constant, true), (3, 7, 3, 1, 1, .constant, true), (5, 3, 1, 1, 1, .constant, true),
             (6, 9, 8, 4, 1, .constant, true), (7, 4, 10, 5, 1, .constant, false), (4, 6, 3, 1, 2, .constant, true),
             (5, 5, 4, 2, 1, .replicate, false), (3, 11, 5, 2, 1, .replicate, true), (2, 3, 4, 4, 1, .constant, true),
+            (6, 1, 3, 1, 1, .constant, true), (700, 3, 4, 2, 1, .constant, true),
         ]
         for (n, (cin, cout, k, s, dil, pad, hasBias)) in cases.enumerated() {
             let w = random([cout, cin, k], seed: UInt64(10 + n), scale: 0.5)

@@ -69,6 +69,22 @@ def read_wav_float(path):
     return np.frombuffer(body, dtype="<f4")
 
 
+@torch.no_grad()
+def near_tie(model, latent, codebook, ours, theirs, ref_codes):
+    """How close Kyutai's own latent is to the boundary between the two codes: the relative gap
+    of squared distances (level `codebook`, with the residual Kyutai's codes leave)."""
+    q = model.quantizer
+    x = torch.from_numpy(latent).view(1, -1, 1)
+    rvq, level = (q.rvq_first, codebook) if codebook < q.n_q_semantic else (q.rvq_rest, codebook - q.n_q_semantic)
+    r = rvq.input_proj(x)[0, :, 0].double()
+    first = 0 if rvq is q.rvq_first else q.n_q_semantic
+    for l in range(level):
+        r = r - rvq.vq.layers[l]._codebook.embedding[int(ref_codes[first + l])].double()
+    emb = rvq.vq.layers[level]._codebook.embedding.double()
+    d_ours, d_theirs = ((emb[int(ours)] - r) ** 2).sum().item(), ((emb[int(theirs)] - r) ** 2).sum().item()
+    return f"on Kyutai's latent their squared distances differ by {abs(d_ours - d_theirs) / d_theirs:.1e} (relative)"
+
+
 def rel_l2(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
@@ -91,7 +107,12 @@ def main():
 
     for n in (8, 32):
         t0 = time.time()
-        ref = run_reference(model, audio, n)
+        cache = os.path.join(OUT, f"parity_reference_q{n}_{frames}.pt")
+        if os.path.exists(cache) and not args.rebuild and os.path.getmtime(cache) > os.path.getmtime(WEIGHTS):
+            ref = torch.load(cache)
+        else:
+            ref = run_reference(model, audio, n)
+            torch.save(ref, cache)
         t_ref = time.time() - t0
         ref_codes = ref["codes_streaming"].numpy().astype(np.int32)
         ref_codes_path = os.path.join(OUT, f"parity_ref_codes_q{n}.npy")
@@ -100,11 +121,14 @@ def main():
         wav_out = os.path.join(OUT, f"parity_decoded_q{n}.wav")
         common = ["--mimi", WEIGHTS, "-t", str(args.threads)]
         t0 = time.time()
-        subprocess.run([args.duplex, "codec", "encode", *common, "-i", wav_in, "-o", codes_path, "-n", str(n)], check=True)
+        latent_path = os.path.join(OUT, f"parity_latent_q{n}.npy")
+        subprocess.run([args.duplex, "codec", "encode", *common, "-i", wav_in, "-o", codes_path, "-n", str(n),
+                        "--latent", latent_path], check=True)
         # Decode the reference's codes, so the audio comparison does not depend on encode agreement.
         subprocess.run([args.duplex, "codec", "decode", *common, "-i", ref_codes_path, "-o", wav_out, "--float"], check=True)
         t_swift = time.time() - t0
         codes = np.load(codes_path)
+        latent = np.load(latent_path)
         decoded = read_wav_float(wav_out)
         assert codes.shape == ref_codes.shape, (codes.shape, ref_codes.shape)
         same_stream = float((codes == ref_codes).mean())
@@ -112,6 +136,13 @@ def main():
         ref_vs_ref = float((ref_codes == ref["codes_offline"].numpy()).mean())
         first_diff = np.argwhere(codes != ref_codes)
         print(f"\nq{n}: {frames} frames ({frames * FRAME / 24000:.1f} s), reference {t_ref:.0f} s, duplex CLI {t_swift:.1f} s")
+        ref_latent = ref["latent_streaming"].numpy()
+        per_frame = [rel_l2(latent[f], ref_latent[f]) for f in range(frames)]
+        print(f"  encoder latent relative L2 vs Kyutai streaming: {rel_l2(latent, ref_latent):.2e} overall, "
+              f"max per frame {max(per_frame):.2e} (frame {int(np.argmax(per_frame))})")
+        for f, k in np.argwhere(codes != ref_codes)[:5].tolist():
+            print(f"  code differs at codebook {f}, frame {k}: latent error there {per_frame[k]:.2e}, "
+                  f"duplex {codes[f, k]} vs Kyutai {ref_codes[f, k]} — {near_tie(model, ref_latent[k], f, codes[f, k], ref_codes[f, k], ref_codes[:, k])}")
         print(f"  codes identical to Kyutai streaming: {100 * same_stream:.2f} %"
               + (f" (first difference at codebook {first_diff[0][0]}, frame {first_diff[0][1]})" if len(first_diff) else ""))
         print(f"  codes identical to Kyutai offline:   {100 * same_offline:.2f} %  "

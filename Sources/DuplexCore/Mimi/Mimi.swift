@@ -84,6 +84,7 @@ public final class Mimi: Sendable {
         }
         c.numCodebooks = codebooks
         let store = try WeightStore(files: [file])
+        store.residentCopies = true
         let mimi = try Mimi(store: store, config: c)
         try store.finish()
         return mimi
@@ -262,9 +263,16 @@ public final class Mimi: Sendable {
     /// A whole recording → codes [numCodebooks, frames]. The input is zero-padded on the right
     /// to a whole number of frames (as Kyutai's offline encode does); empty input gives 0 frames.
     public func encode(_ audio: [Float]) -> MimiCodes {
+        encodeWithLatent(audio).codes
+    }
+
+    /// `encode`, also returning the unquantized latent [frames, dimension] (parity checks).
+    public func encodeWithLatent(_ audio: [Float]) -> (codes: MimiCodes, latent: Tensor) {
         let k = config.numCodebooks
+        let d = config.dimension
         let frames = (audio.count + frameSize - 1) / frameSize
-        guard frames > 0 else { return MimiCodes(codebooks: k, frames: 0, values: []) }
+        guard frames > 0 else { return (MimiCodes(codebooks: k, frames: 0, values: []), Tensor(zeros: [0, d])) }
+        var latent = [Float](repeating: 0, count: frames * d)
         var padded = audio
         padded.append(contentsOf: repeatElement(0, count: frames * frameSize - audio.count))
         let state = makeState(maxFrames: min(frames, Mimi.offlineChunkFrames))
@@ -275,13 +283,14 @@ public final class Mimi: Sendable {
                 while f < frames {
                     let n = min(state.maxFrames, frames - f)
                     encode(x.baseAddress! + f * frameSize, frames: n, codes: out.baseAddress! + f * k, state: state)
+                    latent.withUnsafeMutableBufferPointer { $0.baseAddress!.advanced(by: f * d).update(from: state.latent.pointer, count: n * d) }
                     f += n
                 }
             }
         }
         var values = [Int32](repeating: 0, count: frames * k)
         for f in 0..<frames { for j in 0..<k { values[j * frames + f] = frameMajor[f * k + j] } }
-        return MimiCodes(codebooks: k, frames: frames, values: values)
+        return (MimiCodes(codebooks: k, frames: frames, values: values), Tensor(shape: [frames, d], data: latent))
     }
 
     /// Codes [codebooks, frames] → frames·1920 samples (the caller trims any padding).

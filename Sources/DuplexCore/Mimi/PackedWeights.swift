@@ -23,7 +23,7 @@ struct PackedWeights: Sendable {
         self.k = k
         blockWidth = k > PackedWeights.blockLimit ? PackedWeights.block : k
         if blockWidth == k {
-            storage = FloatBox(values)
+            storage = FloatBox(values, hugePages: true)
             return
         }
         var packed = [Float](repeating: 0, count: n * k)
@@ -35,13 +35,18 @@ struct PackedWeights: Sendable {
             }
             start += width
         }
-        storage = FloatBox(packed)
+        storage = FloatBox(packed, hugePages: true)
     }
 
     /// Y[m, n] (+)= X[m, k] · Wᵀ, X rows `ldx` apart.
     @inline(__always)
     func apply(_ x: UnsafePointer<Float>, rows m: Int, ldx: Int? = nil, into y: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
         let ldx = ldx ?? k
+        if n == 1 && m > 2 && blockWidth == k && ldx == k {
+            // One output (SEANet's last conv): a matrix×vector over the rows of X, not an sgemm.
+            Kernels.matvec(x, storage.pointer, y, rows: m, cols: k, accumulate: accumulate)
+            return
+        }
         var start = 0
         while start < k {
             let width = min(blockWidth, k - start)

@@ -1,8 +1,65 @@
 import Foundation
 
+/// The nearest centroid of a codebook. Screening uses argmin(½‖c‖² − x·c), one matrix×vector
+/// for all centroids; but when ‖x‖ is large against the distances (Mimi's residuals have norms
+/// near 80 while neighbouring centroids differ by 1e-3 in squared distance), both terms are in
+/// the thousands and float32 rounding (~1e-3) decides. So every centroid whose screened value is
+/// within a rounding margin of the best is re-ranked by its exact squared distance in float64
+/// (usually one to three of them): the result is the true nearest centroid, lowest index on an
+/// exact tie, as the reference's argmin of distances intends.
+public enum NearestCentroid {
+    /// Relative margin (of the terms' magnitude) within which screened candidates are re-ranked:
+    /// ≈ 100× the rounding of a 256-term float32 dot product.
+    static let margin: Float = 2e-5
+
+    /// `scores[b]` must hold x·c_b for every centroid (c [bins, dim]), `halfNorms[b]` ½‖c_b‖².
+    @inline(__always)
+    public static func search(_ x: UnsafePointer<Float>, centroids c: UnsafePointer<Float>, halfNorms: UnsafePointer<Float>,
+                              scores: UnsafePointer<Float>, bins: Int, dim: Int, maxHalfNorm: Float) -> Int {
+        var bestValue = Float.infinity
+        for b in 0..<bins { bestValue = min(bestValue, halfNorms[b] - scores[b]) }
+        var halfX: Float = 0
+        for i in 0..<dim { halfX += x[i] * x[i] }
+        halfX *= 0.5
+        let threshold = bestValue + margin * (halfX + maxHalfNorm) + Float.leastNormalMagnitude
+        var best = 0
+        var bestDistance = Double.infinity
+        for b in 0..<bins where halfNorms[b] - scores[b] <= threshold {
+            let row = c + b * dim
+            var d: Double = 0
+            for i in 0..<dim {
+                let e = Double(x[i]) - Double(row[i])
+                d += e * e
+            }
+            if d < bestDistance { bestDistance = d; best = b }
+        }
+        return best
+    }
+
+    /// The truth `search` is tested against: argmin of exact squared distances, first on ties.
+    public static func reference(_ x: [Float], centroids c: [Float], bins: Int, dim: Int) -> Int {
+        var best = 0
+        var bestDistance = Double.infinity
+        for b in 0..<bins {
+            var d: Double = 0
+            for i in 0..<dim { let e = Double(x[i]) - Double(c[b * dim + i]); d += e * e }
+            if d < bestDistance { bestDistance = d; best = b }
+        }
+        return best
+    }
+
+    /// ½‖c_b‖² for each row, rounded once from float64.
+    public static func halfNorms(_ c: [Float], bins: Int, dim: Int) -> [Float] {
+        (0..<bins).map { b in
+            var n: Double = 0
+            for i in 0..<dim { n += Double(c[b * dim + i]) * Double(c[b * dim + i]) }
+            return Float(0.5 * n)
+        }
+    }
+}
+
 /// One codebook (`EuclideanCodebook`): centroids = embedding_sum / max(cluster_usage, ε),
-/// computed once at load, with ½‖c‖² kept beside them so the nearest centroid is
-/// argmin(½‖c‖² − x·c) — one matrix×vector per level.
+/// computed once at load, with ½‖c‖² beside them for `NearestCentroid`.
 struct EuclideanCodebook: Sendable {
     static let epsilon: Float = 1e-5
     let bins: Int
@@ -11,6 +68,7 @@ struct EuclideanCodebook: Sendable {
     let centroids: FloatBox
     /// [bins]
     let halfNorms: FloatBox
+    let maxHalfNorm: Float
 
     init(store: WeightStore, prefix: String, bins: Int, dim: Int) {
         self.bins = bins
@@ -19,18 +77,14 @@ struct EuclideanCodebook: Sendable {
         let usage = store.tensor(prefix + "cluster_usage", shape: [bins])
         store.ignore(prefix + "_initialized")
         var c = sum.data
-        var norms = [Float](repeating: 0, count: bins)
         for b in 0..<bins {
             let u = max(usage.data[b], EuclideanCodebook.epsilon)
-            var n: Float = 0
-            for i in 0..<dim {
-                c[b * dim + i] = sum.data[b * dim + i] / u
-                n += c[b * dim + i] * c[b * dim + i]
-            }
-            norms[b] = 0.5 * n
+            for i in 0..<dim { c[b * dim + i] = sum.data[b * dim + i] / u }
         }
-        centroids = FloatBox(c)
+        let norms = NearestCentroid.halfNorms(c, bins: bins, dim: dim)
+        centroids = FloatBox(c, hugePages: true)
         halfNorms = FloatBox(norms)
+        maxHalfNorm = norms.max() ?? 0
     }
 }
 
@@ -81,17 +135,11 @@ final class ResidualVectorQuantizer: Sendable {
             let book = codebooks[l]
             let c = book.centroids.pointer
             Kernels.matmulWeightStream(residual, c, scores, m: frames, n: bins, k: dim)
-            let half = book.halfNorms.pointer
             for f in 0..<frames {
-                let s = scores + f * bins
-                var best = 0
-                var bestValue = Float.infinity
-                for b in 0..<bins {
-                    let v = half[b] - s[b]
-                    if v < bestValue { bestValue = v; best = b }
-                }
-                codes[f * codeStride + l] = Int32(best)
                 let r = residual + f * dim
+                let best = NearestCentroid.search(r, centroids: c, halfNorms: book.halfNorms.pointer, scores: scores + f * bins,
+                                                  bins: bins, dim: dim, maxHalfNorm: book.maxHalfNorm)
+                codes[f * codeStride + l] = Int32(best)
                 let chosen = c + best * dim
                 for i in 0..<dim { r[i] -= chosen[i] }
             }

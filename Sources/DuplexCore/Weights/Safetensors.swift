@@ -290,6 +290,18 @@ public final class SafetensorsFile: @unchecked Sendable {
     public subscript(name: String) -> Entry? { entries[name] }
 
     /// The raw bytes of one tensor, valid as long as this file object lives.
+    /// Drops this process's copy of the pages that lie wholly inside `entry` (after its values
+    /// were copied out): they leave the RSS but stay in the page cache, and reading them again
+    /// still works (they fault back in).
+    public func releasePages(_ entry: Entry) {
+        guard let base else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = Int(bitPattern: base) + dataStart + entry.range.lowerBound
+        let first = (start + page - 1) / page * page
+        let last = (start + entry.range.count) / page * page
+        if last > first { madvise(UnsafeMutableRawPointer(bitPattern: first), last - first, MADV_DONTNEED) }
+    }
+
     public func bytes(_ entry: Entry) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(start: base! + dataStart + entry.range.lowerBound, count: entry.range.count)
     }
