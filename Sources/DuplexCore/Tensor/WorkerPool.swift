@@ -1,19 +1,22 @@
 import Foundation
 import Synchronization
 
-/// A fixed set of worker threads, created once, that split one job into parts with the calling
+/// A fixed set of worker threads, created once, that share one job's chunks with the calling
 /// thread. Built for the LM's batch-1 step: a few hundred matrix×vector products per 80 ms frame,
 /// many of them small, so a dispatch must cost about a microsecond, not the tens of microseconds
 /// of a queue hop, and must not allocate.
 ///
-/// Each worker has its own job slot and generation counter: the caller fills the slot, bumps the
-/// counter, runs part 0 itself and spins until every participant has finished. Workers spin for a
-/// short while after a job (the next one usually follows within microseconds), then sleep on a
-/// condition variable so an idle engine costs no CPU. If the pool is already busy (another thread
-/// is running a job), `run` does all the parts inline: never wrong, only slower.
+/// Each worker has its own job slot and generation counter: the caller fills the slots, bumps the
+/// counters, then every participant (the caller included) takes chunks from one atomic counter
+/// until none are left, and the caller spins until the workers are done. Taking chunks rather than
+/// fixed halves matters on a shared machine: a thread that loses its core for a while simply takes
+/// fewer chunks instead of holding everyone up. Workers spin for a short while after a job (the
+/// next one usually follows within microseconds), then sleep on a condition variable so an idle
+/// engine costs no CPU. If the pool is already busy (another thread is running a job), `run` does
+/// all the chunks inline: never wrong, only slower.
 public final class WorkerPool: @unchecked Sendable {
-    /// (context, part, parts). A C function pointer, so submitting a job allocates nothing.
-    public typealias Task = @convention(c) (UnsafeRawPointer, Int, Int) -> Void
+    /// (context, chunk). A C function pointer, so submitting a job allocates nothing.
+    public typealias Task = @convention(c) (UnsafeRawPointer, Int) -> Void
 
     /// One pool for the process, sized by the machine; `threads` says how many take part.
     public static let shared = WorkerPool(maxThreads: max(1, ProcessInfo.processInfo.activeProcessorCount))
@@ -24,6 +27,7 @@ public final class WorkerPool: @unchecked Sendable {
     private let busy = Atomic<Bool>(false)
     private let remaining = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)
+    private let nextChunk = Atomic<Int>(0)
     private let slots: UnsafeMutablePointer<Slot>
     private let generations: [Generation]
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
@@ -32,8 +36,7 @@ public final class WorkerPool: @unchecked Sendable {
     private struct Slot {
         var task: Task?
         var context: UnsafeRawPointer?
-        var part = 0
-        var parts = 1
+        var chunks = 0
     }
 
     /// A counter on its own cache line, so workers polling theirs do not disturb each other.
@@ -65,17 +68,18 @@ public final class WorkerPool: @unchecked Sendable {
         set { participants.store(min(maxThreads, max(1, newValue)), ordering: .relaxed) }
     }
 
-    /// Runs `task(context, p, parts)` for p in 0..<parts, part 0 on the calling thread, and
-    /// returns when all are done. `parts` is clamped to `threads`.
-    public func run(_ task: Task, context: UnsafeRawPointer, parts requested: Int) {
-        let parts = min(requested, threads)
-        guard parts > 1, busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
-            for p in 0..<requested { task(context, p, requested) }
+    /// Runs `task(context, c)` for every chunk c in 0..<chunks, spread over up to `threads`
+    /// threads (the caller is one of them), and returns when all are done.
+    public func run(_ task: Task, context: UnsafeRawPointer, chunks: Int) {
+        let participants = min(chunks, threads)
+        guard participants > 1, busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+            for c in 0..<chunks { task(context, c) }
             return
         }
-        remaining.store(parts - 1, ordering: .relaxed)
-        for p in 1..<parts {
-            slots[p] = Slot(task: task, context: context, part: p, parts: parts)
+        nextChunk.store(0, ordering: .relaxed)
+        remaining.store(participants - 1, ordering: .relaxed)
+        for p in 1..<participants {
+            slots[p] = Slot(task: task, context: context, chunks: chunks)
             generations[p].value.add(1, ordering: .sequentiallyConsistent)
         }
         if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
@@ -83,7 +87,7 @@ public final class WorkerPool: @unchecked Sendable {
             pthread_cond_broadcast(condition)
             pthread_mutex_unlock(mutex)
         }
-        task(context, 0, parts)
+        takeChunks(task, context, chunks)
         var spins = 0
         while remaining.load(ordering: .acquiring) > 0 {
             spins += 1
@@ -91,6 +95,15 @@ public final class WorkerPool: @unchecked Sendable {
             if spins > 4096 { sched_yield() }
         }
         busy.store(false, ordering: .releasing)
+    }
+
+    @inline(__always)
+    private func takeChunks(_ task: Task, _ context: UnsafeRawPointer, _ chunks: Int) {
+        while true {
+            let c = nextChunk.wrappingAdd(1, ordering: .relaxed).oldValue
+            if c >= chunks { return }
+            task(context, c)
+        }
     }
 
     private func workerLoop(_ index: Int) {
@@ -120,7 +133,7 @@ public final class WorkerPool: @unchecked Sendable {
             seen = current
             let slot = slots[index]
             if let task = slot.task, let context = slot.context {
-                task(context, slot.part, slot.parts)
+                takeChunks(task, context, slot.chunks)
             }
             remaining.subtract(1, ordering: .releasing)
         }
