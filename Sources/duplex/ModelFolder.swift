@@ -20,10 +20,10 @@ struct ModelFolder {
     init(_ path: String) throws {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw ValidationError("model folder \(path) does not exist")
+            throw CLIError("model folder \(path) does not exist")
         }
         guard isDirectory.boolValue else {
-            throw ValidationError("--model \(path) is a file; give the folder holding it (Kyutai's layout: "
+            throw CLIError("--model \(path) is a file; give the folder holding it (Kyutai's layout: "
                                   + "model.safetensors, tokenizer-e351c8d8-checkpoint125.safetensors, tokenizer_spm_32k_3.model, "
                                   + "optional config.json)")
         }
@@ -48,7 +48,7 @@ struct ModelFolder {
         let full = file(name)
         guard FileManager.default.fileExists(atPath: full) else {
             let present = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted()
-            throw ValidationError("model folder \(path) has no \(name) (\(role)). It holds: "
+            throw CLIError("model folder \(path) has no \(name) (\(role)). It holds: "
                                   + (present.isEmpty ? "nothing" : present.joined(separator: ", "))
                                   + ". Expected Kyutai's layout (e.g. kyutai/moshiko-pytorch-bf16).")
         }
@@ -66,9 +66,15 @@ struct ModelFolder {
         do {
             return try LMModel.load(path: path, config: config)
         } catch let error as SafetensorsError {
-            throw ValidationError("\(error)")
+            throw CLIError("\(error)")
         }
     }
+}
+
+/// A runtime problem worth one clear line (no usage text, unlike ValidationError).
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// Sampling options shared by every command that runs the LM (`generate`, `talk`, `pipe`, `serve`).
