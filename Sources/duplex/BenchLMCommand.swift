@@ -51,8 +51,11 @@ struct BenchLM: ParsableCommand {
             let ms = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
             guard i >= warmup else { continue }
             times.append(ms)
-            sgemv.append(probe.sgemv())
             pooled.append(probe.pooledBF16())
+            sgemv.append(probe.sgemv())
+            // OpenBLAS's threads busy-wait for a while after a call; let them fall asleep so
+            // they do not compete with the next step (or the next probe).
+            usleep(150_000)
         }
         func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
         let bytes = lm.weightBytesPerStep
