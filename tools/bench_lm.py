@@ -14,7 +14,7 @@ greedy) after a few warm-up steps:
 Floor = weight bytes a step streams (every matrix once) / that sgemv bandwidth.
 
 Usage: "$(tools/reference/setup_venv.sh)" tools/bench_lm.py [--sizes tiny small medium 7b]
-       [--threads 2] [--torch-threads 1 2] [--steps 20] [--skip-torch] [--duplex PATH]
+       [--threads 1 2] [--torch-threads 1 2] [--steps 20] [--skip-torch] [--duplex PATH]
 """
 import argparse
 import json
@@ -76,7 +76,7 @@ def run_json(cmd):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["tiny", "small", "medium", "7b"])
-    parser.add_argument("--threads", type=int, default=2, help="duplex threads")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="duplex thread counts")
     parser.add_argument("--torch-threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--skip-torch", action="store_true")
@@ -95,25 +95,33 @@ def main():
                 print(f"[{size}] PyTorch bf16, {t} thread(s) ...", flush=True)
                 r = run_json([sys.executable, os.path.abspath(__file__), "--torch-worker", size, str(t), str(args.steps)])
                 row[f"torch{t}"] = r["ms_median"]
-        print(f"[{size}] duplex, {args.threads} thread(s) ...", flush=True)
-        d = run_json([args.duplex, "bench-lm", "--model", folder, "--steps", str(args.steps), "--warmup", str(WARMUP),
-                      "--json", "-t", str(args.threads)])
-        row.update(duplex=d["ms_per_step_median"], floor=d["floor_ms"], gb=d["weight_bytes_per_step"] / 1e9,
-                   sgemv=d["sgemv_gbs"], pooled=d["pooled_bf16_gbs"])
+        for t in args.threads:
+            print(f"[{size}] duplex, {t} thread(s) ...", flush=True)
+            d = run_json([args.duplex, "bench-lm", "--model", folder, "--steps", str(args.steps), "--warmup", str(WARMUP),
+                          "--json", "-t", str(t)])
+            row[f"duplex{t}"] = d["ms_per_step_median"]
+            row[f"floor{t}"] = d["floor_ms"]
+            row.update(gb=d["weight_bytes_per_step"] / 1e9)
+            row[f"sgemv{t}"] = d["sgemv_gbs"]
         rows.append(row)
         print(json.dumps(row), flush=True)
 
     torch_cols = [] if args.skip_torch else [f"torch{t}" for t in args.torch_threads]
-    head = ["size", "GB/step", "sgemv GB/s", "floor ms", f"duplex ms (t={args.threads})", "duplex/floor"]
-    head += [f"PyTorch ms (t={c[5:]})" for c in torch_cols] + (["PyTorch/duplex"] if torch_cols else [])
+    head = ["size", "GB/step"]
+    for t in args.threads:
+        head += [f"sgemv GB/s (t={t})", f"floor ms (t={t})", f"duplex ms (t={t})", f"duplex/floor (t={t})"]
+    head += [f"PyTorch ms (t={c[5:]})" for c in torch_cols] + (["best PyTorch / best duplex"] if torch_cols else [])
     print("\n| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
-        cells = [r["size"], f"{r['gb']:.3f}", f"{r['sgemv']:.1f}", f"{r['floor']:.1f}", f"{r['duplex']:.1f}",
-                 f"{r['duplex'] / r['floor']:.2f}"]
+        cells = [r["size"], f"{r['gb']:.3f}"]
+        for t in args.threads:
+            cells += [f"{r[f'sgemv{t}']:.1f}", f"{r[f'floor{t}']:.2f}", f"{r[f'duplex{t}']:.2f}",
+                      f"{r[f'duplex{t}'] / r[f'floor{t}']:.2f}"]
         cells += [f"{r[c]:.1f}" for c in torch_cols]
         if torch_cols:
-            cells.append(f"{min(r[c] for c in torch_cols) / r['duplex']:.1f}x")
+            best_duplex = min(r[f"duplex{t}"] for t in args.threads)
+            cells.append(f"{min(r[c] for c in torch_cols) / best_duplex:.1f}x")
         print("| " + " | ".join(cells) + " |")
 
 

@@ -23,6 +23,9 @@ struct BenchLM: ParsableCommand {
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
 
+    @Flag(inversion: .prefixedNo, help: "Measure the bandwidth floor between steps (--no-floor: steps only, e.g. under a profiler).")
+    var floor = true
+
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
@@ -32,35 +35,49 @@ struct BenchLM: ParsableCommand {
 
     func run() throws {
         compute.apply()
-        // Bandwidth first, while the model's pages are not yet competing for memory.
-        let sgemv = measureSgemv()
-        let pooled = measurePooledBF16()
         let folder = try ModelFolder(model)
         let lm = try folder.loadLM()
         let gen = LMGen(model: lm, sampling: .greedy)
         var state = gen.makeState()
         var rng = SplitMix64(seed: 1)
         let c = folder.config
-        let codes = (0..<(steps + warmup + 1)).map { _ in (0..<c.userStreams).map { _ in Int32(rng.next() % UInt64(c.card)) } }
-        var times: [Double] = []
-        times.reserveCapacity(codes.count)
-        for (i, frame) in codes.enumerated() {
+        // One flat array, so the loop below allocates nothing (a malloc count over the run is the step's).
+        let codes = (0..<((steps + warmup) * c.userStreams)).map { _ in Int32(rng.next() % UInt64(c.card)) }
+        // The floor's bandwidth is measured between the steps, so both see the same machine: on
+        // a shared machine bandwidth swings by 2x from minute to minute.
+        let probe = floor ? BandwidthProbe() : nil
+        var times: [Double] = [], sgemv: [Double] = [], pooled: [Double] = []
+        times.reserveCapacity(steps)
+        sgemv.reserveCapacity(steps)
+        pooled.reserveCapacity(steps)
+        for i in 0..<(steps + warmup) {
             let t0 = DispatchTime.now().uptimeNanoseconds
-            _ = try frame.withUnsafeBufferPointer { try gen.step(userCodes: $0, state: &state) }
+            _ = try codes.withUnsafeBufferPointer {
+                try gen.step(userCodes: UnsafeBufferPointer(rebasing: $0[(i * c.userStreams)..<((i + 1) * c.userStreams)]), state: &state)
+            }
             let ms = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
-            if i > warmup { times.append(ms) }
+            guard i >= warmup else { continue }
+            times.append(ms)
+            guard let probe else { continue }
+            pooled.append(probe.pooledBF16())
+            sgemv.append(probe.sgemv())
+            // OpenBLAS's threads busy-wait for a while after a call; let them fall asleep so
+            // they do not compete with the next step (or the next probe).
+            usleep(150_000)
         }
-        times.sort()
-        let median = times[times.count / 2]
-        let mean = times.reduce(0, +) / Double(times.count)
+        func median(_ v: [Double]) -> Double { v.isEmpty ? .nan : v.sorted()[v.count / 2] }
         let bytes = lm.weightBytesPerStep
-        let floorMs = Double(bytes) / (sgemv * 1e9) * 1000
+        let bandwidth = median(sgemv)
+        let floorMs = Double(bytes) / (bandwidth * 1e9) * 1000
+        let stepMs = median(times)
         let result: [(String, Any)] = [
             ("model", folder.path), ("dim", c.dim), ("num_layers", c.numLayers), ("depformer_dim", c.depformerDim),
             ("depformer_num_layers", c.depformerNumLayers), ("threads", compute.resolvedThreads), ("steps", times.count),
-            ("ms_per_step_median", median), ("ms_per_step_mean", mean), ("ms_per_step_min", times[0]),
-            ("weight_bytes_per_step", bytes), ("sgemv_gbs", sgemv), ("pooled_bf16_gbs", pooled),
-            ("floor_ms", floorMs), ("ratio_to_floor", median / floorMs),
+            ("ms_per_step_median", stepMs), ("ms_per_step_mean", times.reduce(0, +) / Double(times.count)),
+            ("ms_per_step_min", times.min()!), ("weight_bytes_per_step", bytes),
+            ("sgemv_gbs", bandwidth), ("sgemv_gbs_max", sgemv.max() ?? .nan), ("pooled_bf16_gbs", median(pooled)),
+            ("floor_ms", floorMs), ("ratio_to_floor", stepMs / floorMs),
+            ("step_gbs", Double(bytes) / stepMs / 1e6),
         ]
         if json {
             let body = result.map { key, value -> String in
@@ -77,36 +94,35 @@ struct BenchLM: ParsableCommand {
             }
         }
     }
+}
 
-    /// Best of a few runs, GB/s, of OpenBLAS sgemv on a matrix far larger than any cache (the
-    /// measure the floors are defined by).
-    private func measureSgemv() -> Double {
-        let rows = 11264, cols = 4096
-        let w = [Float](repeating: 0.5, count: rows * cols), x = [Float](repeating: 1, count: cols)
-        var y = [Float](repeating: 0, count: rows)
-        return best(bytes: rows * cols * 4) {
-            y.withUnsafeMutableBufferPointer { Kernels.matvec(w, x, $0.baseAddress!, rows: rows, cols: cols) }
-        }
+/// Matrix×vector bandwidth on matrices far larger than any cache: OpenBLAS sgemv f32 (the
+/// measure the floors are defined by) and duplex's pooled bf16 kernel on the 7B's largest shape.
+private final class BandwidthProbe {
+    let f32Rows = 11264, bf16Rows = 22528, cols = 4096
+    let f32: [Float]
+    let bf16: [UInt16]
+    let x: [Float]
+    var y: [Float]
+
+    init() {
+        var g = SplitMix64(seed: 3)
+        f32 = (0..<(f32Rows * cols)).map { _ in g.nextFloat() - 0.5 }
+        bf16 = (0..<(bf16Rows * cols)).map { _ in HalfPrecision.floatToBF16(g.nextFloat() - 0.5) }
+        x = (0..<cols).map { _ in g.nextFloat() - 0.5 }
+        y = [Float](repeating: 0, count: bf16Rows)
     }
 
-    /// The same for duplex's pooled bf16 kernel on the 7B's largest matrix shape.
-    private func measurePooledBF16() -> Double {
-        let rows = 22528, cols = 4096
-        let w = [UInt16](repeating: 0x3F00, count: rows * cols), x = [Float](repeating: 1, count: cols)
-        var y = [Float](repeating: 0, count: rows)
-        return best(bytes: rows * cols * 2) {
-            y.withUnsafeMutableBufferPointer { ParallelMatvec.bf16(w, x, $0.baseAddress!, rows: rows, cols: cols) }
-        }
+    /// GB/s of one call.
+    func sgemv() -> Double {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        y.withUnsafeMutableBufferPointer { Kernels.matvec(f32, x, $0.baseAddress!, rows: f32Rows, cols: cols) }
+        return Double(f32Rows * cols * 4) / Double(DispatchTime.now().uptimeNanoseconds - t0)
     }
 
-    private func best(bytes: Int, _ body: () -> Void) -> Double {
-        body()
-        var fastest = Double.infinity
-        for _ in 0..<8 {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            body()
-            fastest = min(fastest, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
-        }
-        return Double(bytes) / fastest / 1e9
+    func pooledBF16() -> Double {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        y.withUnsafeMutableBufferPointer { ParallelMatvec.bf16(bf16, x, $0.baseAddress!, rows: bf16Rows, cols: cols) }
+        return Double(bf16Rows * cols * 2) / Double(DispatchTime.now().uptimeNanoseconds - t0)
     }
 }

@@ -103,18 +103,19 @@ struct Generate: ParsableCommand {
     }
 
     private func readUserCodes(_ config: LMConfig) throws -> UserCodes {
-        guard let inputCodes else { throw ValidationError("no input") }
+        guard let inputCodes else { throw CLIError("no input") }
         let array = try NPY.readInt32(inputCodes)
         guard array.shape.count == 2 else {
-            throw ValidationError("\(inputCodes): expected a 2-D array [codebooks, frames], got shape \(array.shape)")
+            throw CLIError("\(inputCodes): expected a 2-D array [codebooks, frames], got shape \(array.shape)")
         }
         let (k, t) = (array.shape[0], array.shape[1])
         guard k >= config.userStreams else {
-            throw ValidationError("\(inputCodes): \(k) codebooks, the model needs \(config.userStreams) (shape [\(config.userStreams), frames])")
+            throw CLIError("\(inputCodes): \(k) codebooks, the model needs \(config.userStreams) (shape [\(config.userStreams), frames])")
         }
-        guard t >= 1 else { throw ValidationError("\(inputCodes): no frames") }
-        if let bad = array.int32.firstIndex(where: { $0 < -1 || Int($0) > config.card }) {
-            throw ValidationError("\(inputCodes): code \(array.int32[bad]) at codebook \(bad / t), frame \(bad % t) is outside −1…\(config.card)")
+        guard t >= 1 else { throw CLIError("\(inputCodes): no frames") }
+        // Only the codebooks the model reads are checked (extra ones are ignored, as Kyutai does).
+        if let bad = array.int32.prefix(config.userStreams * t).firstIndex(where: { $0 < -1 || Int($0) > config.card }) {
+            throw CLIError("\(inputCodes): code \(array.int32[bad]) at codebook \(bad / t), frame \(bad % t) is outside −1…\(config.card)")
         }
         return UserCodes(frames: t, codebooks: k, values: array.int32)
     }

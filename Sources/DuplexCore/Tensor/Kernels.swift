@@ -40,12 +40,14 @@ public enum Kernels {
         }
         var job = GemmJob(a: a, b: b, c: c, m: m, n: n, k: k, lda: lda ?? k, ldb: ldb ?? (transposeB ? k : n),
                           ldc: ldc ?? n, transposeB: transposeB, beta: accumulate ? 1 : 0)
-        let parts = m * n * k >= minParallelMACs ? WorkerPool.shared.threads : 1
-        if parts <= 1 {
+        let threads = WorkerPool.shared.threads
+        if threads <= 1 || m * n * k < minParallelMACs {
             job.run(part: 0, parts: 1)
             return
         }
-        withUnsafePointer(to: &job) { WorkerPool.shared.run(GemmJob.task, context: UnsafeRawPointer($0), parts: parts) }
+        // A few blocks per thread, taken dynamically: a thread that lost its core holds up less.
+        job.parts = 2 * threads
+        withUnsafePointer(to: &job) { WorkerPool.shared.run(GemmJob.task, context: UnsafeRawPointer($0), chunks: $0.pointee.parts) }
     }
 
     /// One sgemm split into blocks of C's rows (or columns, when there are few rows), each block a
@@ -55,9 +57,11 @@ public enum Kernels {
         let m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int
         let transposeB: Bool
         let beta: Float
+        var parts = 1
 
-        static let task: WorkerPool.Task = { context, part, parts in
-            context.assumingMemoryBound(to: GemmJob.self).pointee.run(part: part, parts: parts)
+        static let task: WorkerPool.Task = { context, chunk in
+            let job = context.assumingMemoryBound(to: GemmJob.self)
+            job.pointee.run(part: chunk, parts: job.pointee.parts)
         }
 
         func run(part: Int, parts: Int) {

@@ -40,7 +40,13 @@ public enum ParallelMatvec {
         let accumulate: Bool
         /// x's even elements then its odd ones (bf16 only, see `bf16SplitRows`).
         let split: UnsafePointer<Float>?
+        var rowsPerChunk = 0
     }
+
+    /// Bytes of weights per chunk a thread takes at a time: big enough that taking one (an
+    /// atomic increment) costs nothing next to streaming it, small enough that a thread slowed
+    /// down by a busy machine leaves the rest to the others.
+    static let chunkBytes = 96 << 10
 
     @inline(__always)
     private static func dispatch(_ job: Job, bytes: Int, task: WorkerPool.Task,
@@ -52,26 +58,30 @@ public enum ParallelMatvec {
             inline(job, 0..<job.rows)
             return
         }
-        withUnsafePointer(to: job) { pool.run(task, context: UnsafeRawPointer($0), parts: threads) }
+        // At least 4 chunks per thread; rows per chunk a multiple of 4 when there are enough.
+        let rowBytes = max(1, bytes / job.rows)
+        var perChunk = max(1, min(chunkBytes / rowBytes, job.rows / (4 * threads)))
+        if perChunk >= 8 { perChunk &= ~3 }
+        var chunked = job
+        chunked.rowsPerChunk = perChunk
+        let chunks = (job.rows + perChunk - 1) / perChunk
+        withUnsafePointer(to: chunked) { pool.run(task, context: UnsafeRawPointer($0), chunks: chunks) }
     }
 
-    /// Rows of part p of n: contiguous, balanced, multiples of 4 where possible (whole cache lines
-    /// of y per thread).
     @inline(__always)
-    private static func partRows(_ rows: Int, part: Int, parts: Int) -> Range<Int> {
-        let chunk = ((rows + parts - 1) / parts + 3) & ~3
-        let lo = min(rows, part * chunk)
-        return lo..<min(rows, lo + chunk)
+    private static func chunkRows(_ job: Job, _ chunk: Int) -> Range<Int> {
+        let lo = chunk * job.rowsPerChunk
+        return lo..<min(job.rows, lo + job.rowsPerChunk)
     }
 
-    private static let bf16Task: WorkerPool.Task = { context, part, parts in
+    private static let bf16Task: WorkerPool.Task = { context, chunk in
         let job = context.load(as: Job.self)
-        ParallelMatvec.bf16Rows(job, ParallelMatvec.partRows(job.rows, part: part, parts: parts))
+        ParallelMatvec.bf16Rows(job, ParallelMatvec.chunkRows(job, chunk))
     }
 
-    private static let f32Task: WorkerPool.Task = { context, part, parts in
+    private static let f32Task: WorkerPool.Task = { context, chunk in
         let job = context.load(as: Job.self)
-        ParallelMatvec.f32Rows(job, ParallelMatvec.partRows(job.rows, part: part, parts: parts))
+        ParallelMatvec.f32Rows(job, ParallelMatvec.chunkRows(job, chunk))
     }
 
     // MARK: single-thread kernels over a row range

@@ -1,19 +1,22 @@
 import Foundation
 import Synchronization
 
-/// A fixed set of worker threads, created once, that split one job into parts with the calling
+/// A fixed set of worker threads, created once, that share one job's chunks with the calling
 /// thread. Built for the LM's batch-1 step: a few hundred matrix×vector products per 80 ms frame,
 /// many of them small, so a dispatch must cost about a microsecond, not the tens of microseconds
 /// of a queue hop, and must not allocate.
 ///
-/// Each worker has its own job slot and generation counter: the caller fills the slot, bumps the
-/// counter, runs part 0 itself and spins until every participant has finished. Workers spin for a
-/// short while after a job (the next one usually follows within microseconds), then sleep on a
-/// condition variable so an idle engine costs no CPU. If the pool is already busy (another thread
-/// is running a job), `run` does all the parts inline: never wrong, only slower.
+/// The caller publishes a job (a C function pointer, a context pointer, a chunk count) under a new
+/// sequence number, then takes chunks from one atomic counter until none are left; workers that
+/// see the job in time *join* it and take chunks too. When the chunks run out the caller closes
+/// the job and waits only for the workers that joined. So a worker that lost its core on a shared
+/// machine, or is still asleep, never holds a product up: it finds the job closed and skips it.
+/// Workers spin for a short while after a job (the next one usually follows within microseconds),
+/// then sleep on a condition variable so an idle engine costs no CPU. If the pool is already busy
+/// (another thread is running a job), `run` does all the chunks inline: never wrong, only slower.
 public final class WorkerPool: @unchecked Sendable {
-    /// (context, part, parts). A C function pointer, so submitting a job allocates nothing.
-    public typealias Task = @convention(c) (UnsafeRawPointer, Int, Int) -> Void
+    /// (context, chunk). A C function pointer, so submitting a job allocates nothing.
+    public typealias Task = @convention(c) (UnsafeRawPointer, Int) -> Void
 
     /// One pool for the process, sized by the machine; `threads` says how many take part.
     public static let shared = WorkerPool(maxThreads: max(1, ProcessInfo.processInfo.activeProcessorCount))
@@ -22,31 +25,26 @@ public final class WorkerPool: @unchecked Sendable {
     public let maxThreads: Int
     private let participants = Atomic<Int>(1)
     private let busy = Atomic<Bool>(false)
-    private let remaining = Atomic<Int>(0)
+    /// Sequence number of the latest job; workers poll it.
+    private let sequence = Atomic<Int>(0)
+    /// (sequence << 16) | closed flag | workers inside the job.
+    private let joinState = Atomic<Int>(0)
+    private let nextChunk = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)
-    private let slots: UnsafeMutablePointer<Slot>
-    private let generations: [Generation]
+    private static let closed = 0x8000
+    private static let countMask = 0x7FFF
+
+    // The current job; written by the caller before the sequence is published, read by workers
+    // only after joining (so never while being rewritten).
+    private var task: Task?
+    private var context: UnsafeRawPointer?
+    private var chunks = 0
+
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
-    private struct Slot {
-        var task: Task?
-        var context: UnsafeRawPointer?
-        var part = 0
-        var parts = 1
-    }
-
-    /// A counter on its own cache line, so workers polling theirs do not disturb each other.
-    private final class Generation: Sendable {
-        let value = Atomic<Int>(0)
-        let padding = (0, 0, 0, 0, 0, 0, 0)
-    }
-
     public init(maxThreads: Int) {
-        self.maxThreads = max(1, maxThreads)
-        slots = .allocate(capacity: self.maxThreads)
-        slots.initialize(repeating: Slot(), count: self.maxThreads)
-        generations = (0..<self.maxThreads).map { _ in Generation() }
+        self.maxThreads = min(max(1, maxThreads), Self.countMask)
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(condition, nil)
         for index in 1..<self.maxThreads {
@@ -65,39 +63,63 @@ public final class WorkerPool: @unchecked Sendable {
         set { participants.store(min(maxThreads, max(1, newValue)), ordering: .relaxed) }
     }
 
-    /// Runs `task(context, p, parts)` for p in 0..<parts, part 0 on the calling thread, and
-    /// returns when all are done. `parts` is clamped to `threads`.
-    public func run(_ task: Task, context: UnsafeRawPointer, parts requested: Int) {
-        let parts = min(requested, threads)
-        guard parts > 1, busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
-            for p in 0..<requested { task(context, p, requested) }
+    /// Runs `task(context, c)` for every chunk c in 0..<chunks, spread over up to `threads`
+    /// threads (the caller is one of them), and returns when all are done.
+    public func run(_ task: Task, context: UnsafeRawPointer, chunks: Int) {
+        guard chunks > 1, threads > 1, busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+            for c in 0..<chunks { task(context, c) }
             return
         }
-        remaining.store(parts - 1, ordering: .relaxed)
-        for p in 1..<parts {
-            slots[p] = Slot(task: task, context: context, part: p, parts: parts)
-            generations[p].value.add(1, ordering: .sequentiallyConsistent)
-        }
+        self.task = task
+        self.context = context
+        self.chunks = chunks
+        nextChunk.store(0, ordering: .relaxed)
+        let seq = sequence.load(ordering: .relaxed) + 1
+        joinState.store(seq << 16, ordering: .releasing)
+        sequence.store(seq, ordering: .sequentiallyConsistent)
         if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
             pthread_mutex_lock(mutex)
             pthread_cond_broadcast(condition)
             pthread_mutex_unlock(mutex)
         }
-        task(context, 0, parts)
+        takeChunks(task, context, chunks)
+        // No chunk left: close the job to latecomers, then wait for those inside.
+        var state = joinState.bitwiseOr(Self.closed, ordering: .acquiringAndReleasing).newValue
         var spins = 0
-        while remaining.load(ordering: .acquiring) > 0 {
+        while state & Self.countMask != 0 {
             spins += 1
             // A worker that lost its core (a busy machine) needs the caller to step aside.
             if spins > 4096 { sched_yield() }
+            state = joinState.load(ordering: .acquiring)
         }
         busy.store(false, ordering: .releasing)
     }
 
+    @inline(__always)
+    private func takeChunks(_ task: Task, _ context: UnsafeRawPointer, _ chunks: Int) {
+        while true {
+            let c = nextChunk.wrappingAdd(1, ordering: .relaxed).oldValue
+            if c >= chunks { return }
+            task(context, c)
+        }
+    }
+
+    /// Joins job `seq` if it is still open; false if it closed (or a newer one replaced it).
+    private func join(_ seq: Int) -> Bool {
+        var state = joinState.load(ordering: .acquiring)
+        while state >> 16 == seq && state & Self.closed == 0 {
+            let (exchanged, original) = joinState.compareExchange(expected: state, desired: state + 1,
+                                                                  ordering: .acquiringAndReleasing)
+            if exchanged { return true }
+            state = original
+        }
+        return false
+    }
+
     private func workerLoop(_ index: Int) {
-        let generation = generations[index]
         var seen = 0
         while true {
-            var current = generation.value.load(ordering: .acquiring)
+            var current = sequence.load(ordering: .acquiring)
             var spins = 0
             while current == seen {
                 spins += 1
@@ -108,21 +130,19 @@ public final class WorkerPool: @unchecked Sendable {
                 } else {
                     pthread_mutex_lock(mutex)
                     sleepers.add(1, ordering: .sequentiallyConsistent)
-                    while generation.value.load(ordering: .sequentiallyConsistent) == seen {
+                    while sequence.load(ordering: .sequentiallyConsistent) == seen {
                         pthread_cond_wait(condition, mutex)
                     }
                     sleepers.subtract(1, ordering: .sequentiallyConsistent)
                     pthread_mutex_unlock(mutex)
                     spins = 0
                 }
-                current = generation.value.load(ordering: .acquiring)
+                current = sequence.load(ordering: .acquiring)
             }
             seen = current
-            let slot = slots[index]
-            if let task = slot.task, let context = slot.context {
-                task(context, slot.part, slot.parts)
-            }
-            remaining.subtract(1, ordering: .releasing)
+            guard index < threads, join(current) else { continue }
+            if let task, let context { takeChunks(task, context, chunks) }
+            joinState.subtract(1, ordering: .releasing)
         }
     }
 }
