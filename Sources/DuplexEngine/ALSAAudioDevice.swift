@@ -28,7 +28,7 @@ public final class ALSAAudioDevice: LiveRunner.Device, @unchecked Sendable {
     private let inputLevelBits = Atomic<UInt32>(0)
     private let outputLevelBits = Atomic<UInt32>(0)
 
-    public init(input: String, output: String, periodFrames: Int = 480, configuration: String? = nil) throws {
+    public init(input: String, output: String, periodFrames: Int = 240, configuration: String? = nil) throws {
         var captureRequest = ALSADevice.Request(name: input, direction: .capture)
         captureRequest.periodFrames = periodFrames
         var playbackRequest = ALSADevice.Request(name: output, direction: .playback)

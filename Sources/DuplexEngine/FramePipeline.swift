@@ -38,6 +38,13 @@ public final class FramePipeline: @unchecked Sendable {
         /// Must exceed the playback period (a frame may always wait up to one period). After a stall
         /// playback restarts at an arbitrary phase; trimming once restores the normal latency.
         public var maxOutputWait: UInt64 = 30_000_000
+        /// Answers that are ready earlier than needed only add latency: when every one of the last
+        /// `phaseWindow` frames waited longer than this, the next frame's beginning is trimmed by the
+        /// excess, once, so playback's phase settles just behind the model. It must exceed the
+        /// playback period (a period is filled at its start, so a frame is needed up to one period
+        /// before it sounds) plus a margin for compute jitter; the default suits 20 ms periods.
+        public var targetOutputWait: UInt64 = 26_000_000
+        public var phaseWindow = 16
         /// Input frames allowed to wait for the model. When it falls further behind (a stall, or a
         /// model slower than real time) the oldest are skipped, so the conversation stays live
         /// instead of drifting seconds behind the speaker.
@@ -79,6 +86,8 @@ public final class FramePipeline: @unchecked Sendable {
     private var playing = FrameTimestamps()
     private var playingRemaining = 0
     private var started = false
+    private var recentMinimumWait = UInt64.max
+    private var recentFrames = 0
     // Counters are written by their owning threads; read them after the threads stop.
     public private(set) var counters = Counters()
 
@@ -198,6 +207,21 @@ public final class FramePipeline: @unchecked Sendable {
                     playbackRing.skip(trim)
                     playingRemaining -= trim
                     counters.trimmedOutputSamples += trim
+                }
+                if playing.decoded > 0, playing.outputStart >= playing.decoded {
+                    recentMinimumWait = min(recentMinimumWait, playing.outputStart - playing.decoded)
+                    recentFrames += 1
+                    if recentFrames >= configuration.phaseWindow {
+                        if recentMinimumWait > configuration.targetOutputWait {
+                            let excess = recentMinimumWait - configuration.targetOutputWait
+                            let trim = min(playingRemaining - 1, Int(excess * UInt64(configuration.sampleRate) / 1_000_000_000))
+                            playbackRing.skip(trim)
+                            playingRemaining -= trim
+                            counters.trimmedOutputSamples += trim
+                        }
+                        recentMinimumWait = .max
+                        recentFrames = 0
+                    }
                 }
                 started = true
                 counters.framesPlayed += 1

@@ -13,8 +13,8 @@ public final class LiveRunner: @unchecked Sendable {
         public var warmupFrames = 10
         /// Pace input like a live microphone (true) or push frames as fast as the model takes them.
         public var realtime = true
-        /// Period of the virtual devices.
-        public var periodFrames = 480
+        /// Period of the virtual devices (10 ms: a frame waits for playback at most about this long).
+        public var periodFrames = 240
         public init() {}
     }
 
@@ -60,12 +60,15 @@ public final class LiveRunner: @unchecked Sendable {
     public func run(device: Device? = nil, shouldStop: () -> Bool = { false },
                     onTick: (FramePipeline, ArraySlice<FrameTimestamps>) -> Void = { _, _ in }) throws -> Report {
         var configuration = FramePipeline.Configuration()
-        configuration.maxOutputWait = UInt64(options.periodFrames) * 1_000_000_000 / 24_000 + 10_000_000
+        let periodTime = UInt64(options.periodFrames) * 1_000_000_000 / 24_000
+        configuration.maxOutputWait = periodTime + 20_000_000
+        configuration.targetOutputWait = periodTime + 4_000_000
         if !options.realtime && device == nil {
             // Flat out there is no speaker clock to keep up with: nothing is late, nothing is dropped.
             configuration.maxQueuedOutputFrames = Int.max
             configuration.maxQueuedInputFrames = Int.max
             configuration.maxOutputWait = UInt64.max / 2
+            configuration.targetOutputWait = UInt64.max / 2
         }
         let pipeline = FramePipeline(processor: processor, clock: clock, configuration: configuration)
         let total = options.frames == Int.max ? Int.max / 2 : options.frames + options.warmupFrames

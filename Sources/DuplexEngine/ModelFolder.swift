@@ -26,6 +26,10 @@ public struct ModelFolder: Sendable {
     public let hasConfigJSON: Bool
     /// Set when the folder's weights are made up from this seed rather than read.
     public let randomWeightsSeed: UInt64?
+    /// The codec's shape for a random-weights folder (`duplex.mimi` in config.json overrides the
+    /// released Mimi's sizes: filters, dimension, transformer layers/heads/feed-forward, codebook
+    /// dimension).
+    public let randomMimiConfig: MimiConfig
     /// Notes for the user (e.g. config keys duplex does not use).
     public let notes: [String]
 
@@ -43,12 +47,26 @@ public struct ModelFolder: Sendable {
         let configPath = (path as NSString).appendingPathComponent("config.json")
         var notes: [String] = []
         var seed: UInt64?
+        var mimi = MimiConfig.released()
         if FileManager.default.fileExists(atPath: configPath) {
             var config = try LMConfig(kyutaiConfigPath: configPath)
             if let data = FileManager.default.contents(atPath: configPath),
                let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
                let duplex = object["duplex"] as? [String: Any] {
                 if let s = duplex["random_weights_seed"] as? Int, s >= 0 { seed = UInt64(s) }
+                if let shape = duplex["mimi"] as? [String: Any] {
+                    func size(_ key: String) throws -> Int? {
+                        guard let v = shape[key] else { return nil }
+                        guard let n = v as? Int, n > 0 else { throw ModelError("\(configPath): duplex.mimi.\(key) must be a positive integer") }
+                        return n
+                    }
+                    mimi.filters = try size("filters") ?? mimi.filters
+                    mimi.dimension = try size("dimension") ?? mimi.dimension
+                    mimi.transformerLayers = try size("transformer_layers") ?? mimi.transformerLayers
+                    mimi.transformerHeads = try size("transformer_heads") ?? mimi.transformerHeads
+                    mimi.transformerFeedforward = try size("transformer_feedforward") ?? mimi.transformerFeedforward
+                    mimi.codebookDimension = try size("codebook_dimension") ?? mimi.codebookDimension
+                }
                 config.ignoredKeys.removeAll { $0 == "duplex" }
             }
             self.config = config
@@ -62,6 +80,8 @@ public struct ModelFolder: Sendable {
             notes.append("no config.json in \(path): assuming moshiko/moshika 7B")
         }
         randomWeightsSeed = seed
+        mimi.numCodebooks = max(config.depQ, config.userStreams)
+        randomMimiConfig = mimi
         self.notes = notes
     }
 
@@ -101,7 +121,8 @@ public struct ModelFolder: Sendable {
     public func loadMimi() throws -> Mimi {
         let codebooks = max(config.depQ, config.userStreams)
         if let randomWeightsSeed {
-            return try Mimi(store: WeightStore(randomSeed: randomWeightsSeed &+ 1), config: .released(codebooks: codebooks))
+            _ = codebooks
+            return try Mimi(store: WeightStore(randomSeed: randomWeightsSeed &+ 1), config: randomMimiConfig)
         }
         let path = try mimiPath
         do {
