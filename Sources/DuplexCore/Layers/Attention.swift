@@ -102,14 +102,17 @@ public final class StreamingAttention: Sendable {
                 // (Two small BLAS calls per head beat per-slot dot/axpy loops several times over
                 // once the ring holds hundreds of steps.)
                 let window = context ?? Int.max
+                // Slots are filled in order from 0, so until the ring wraps only the first `end`
+                // hold anything: a conversation's early steps must not pay for the whole context.
+                let used = min(state.cache.end, capacity)
                 for h in 0..<numHeads {
-                    Kernels.matmul(qkv + h * headDim, keys + h * headDim, scores, m: steps, n: capacity, k: headDim,
+                    Kernels.matmul(qkv + h * headDim, keys + h * headDim, scores, m: steps, n: used, k: headDim,
                                    transposeB: true, lda: 3 * d, ldb: d, ldc: capacity)
                     for t in 0..<steps {
                         let queryPosition = start + t
                         let row = scores + t * capacity
                         var maxScore = -Float.infinity
-                        for slot in 0..<capacity {
+                        for slot in 0..<used {
                             let p = positions[slot]
                             let delta = queryPosition - p
                             if p < 0 || delta < 0 || delta >= window {
@@ -120,7 +123,7 @@ public final class StreamingAttention: Sendable {
                             }
                         }
                         var total: Float = 0
-                        for slot in 0..<capacity {
+                        for slot in 0..<used {
                             if row[slot] == -Float.infinity {
                                 row[slot] = 0
                             } else {
@@ -130,9 +133,9 @@ public final class StreamingAttention: Sendable {
                             }
                         }
                         let inv: Float = total > 0 ? 1 / total : 0
-                        for slot in 0..<capacity { row[slot] *= inv }
+                        for slot in 0..<used { row[slot] *= inv }
                     }
-                    Kernels.matmul(scores, values + h * headDim, attended + h * headDim, m: steps, n: headDim, k: capacity,
+                    Kernels.matmul(scores, values + h * headDim, attended + h * headDim, m: steps, n: headDim, k: used,
                                    lda: capacity, ldb: d, ldc: d)
                 }
                 if perStep {
