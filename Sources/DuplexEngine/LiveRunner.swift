@@ -13,8 +13,9 @@ public final class LiveRunner: @unchecked Sendable {
         public var warmupFrames = 10
         /// Pace input like a live microphone (true) or push frames as fast as the model takes them.
         public var realtime = true
-        /// Period of the virtual devices (10 ms: a frame waits for playback at most about this long).
-        public var periodFrames = 240
+        /// Period of the virtual devices (5 ms): an answer may have to be ready up to one period
+        /// before it sounds, so the period is part of the latency.
+        public var periodFrames = 120
         public init() {}
     }
 
