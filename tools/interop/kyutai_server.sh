@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Interop the other way round: Kyutai's own server (`moshi.server` from moshi==0.2.13, on the CPU,
-# with the tiny random model from make_tiny_moshi.py) and duplex's client (`ChatClient`, the client
-# side of `duplex talk --connect`) streaming speech to it pipe-fed, plus Kyutai's client as a
-# control. Prints both results; exit status 0 only if both pass.
+# with the tiny random model from make_tiny_moshi.py) and duplex's client — `ChatClient` from a
+# test, and the `duplex talk --connect --pipe` command itself fed raw audio on stdin — plus
+# Kyutai's client as a control. Prints the results; exit status 0 only if all pass.
 #
 #   tools/interop/kyutai_server.sh            # needs tools/reference/.venv (tools/reference/setup_venv.sh)
 set -euo pipefail
@@ -40,5 +40,20 @@ if ! DUPLEX_KYUTAI_SERVER_URL="$url" swift test --skip-build --filter ChatClient
     status=1
 fi
 grep -E "kyutai-server|error:|Executed|skipped" "$out/chatclient.log" | sort -u || true
+
+echo "== duplex talk --connect --pipe → moshi.server (4 s of speech-like s16le in, the answer out)"
+swift build -c release --product duplex >/dev/null
+python3 -c "
+import math, struct, sys
+s = [int(6000 * sum(math.sin(h * 2 * math.pi * 140 * i / 24000) / h for h in range(1, 6))) for i in range(96000)]
+sys.stdout.buffer.write(struct.pack('<%dh' % len(s), *s))" > "$out/talk-in.raw"
+if .build/release/duplex talk --connect "$url" --pipe < "$out/talk-in.raw" > "$out/talk-out.raw" 2> "$out/talk.log"; then
+    got=$(stat -c %s "$out/talk-out.raw")
+    echo "   sent 4.0 s, received $(python3 -c "print(round($got / 48000, 2))") s of audio; text: $(grep -v "with ws" "$out/talk.log" | tr -d '\n' | head -c 120)"
+    tail -1 "$out/talk.log"
+    [ "$got" -ge 96000 ] || status=1
+else
+    cat "$out/talk.log"; status=1
+fi
 echo "== result: $([ $status -eq 0 ] && echo PASS || echo FAIL)"
 exit $status
