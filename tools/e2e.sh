@@ -79,6 +79,22 @@ PY
 }
 check "bench: report with the agreed JSON keys, SVG plot" bench_json
 
+# talk through ALSA's file and null plugins (no sound card): the command opens both devices by
+# name, runs the live threads and the terminal UI, and ends with its summary. The null plugin keeps
+# no time, so the latency figures of this run mean nothing; real devices pace it.
+cat > "$work/asound.conf" <<CONF
+pcm.e2e_mic { type file; slave.pcm "e2e_null"; file "/dev/null"; infile "$work/in24.raw"; format "raw" }
+pcm.e2e_speaker { type file; slave.pcm "e2e_null"; file "/dev/null"; format "raw" }
+pcm.e2e_null { type null }
+CONF
+talk_alsa_plugins() {
+    ALSA_CONFIG_PATH="$work/asound.conf" timeout 60 $duplex talk -i e2e_mic -o e2e_speaker --seconds 1 > "$work/talk.txt" 2>&1 &&
+    grep -q "Mic-to-speaker latency p50" "$work/talk.txt"
+}
+check "talk: ALSA devices by name (file/null plugins), live threads, summary" talk_alsa_plugins
+talk_missing_device() { ! ALSA_CONFIG_PATH="$work/asound.conf" $duplex talk -i no_such_mic --seconds 1 > "$work/talk2.txt" 2>&1 && grep -q 'no_such_mic' "$work/talk2.txt"; }
+check "talk: a missing device is a clear error naming it" talk_missing_device
+
 # serve, driven by Kyutai's own client code (sphn for Ogg Opus, aiohttp for the websocket).
 interop_python=$(./tools/interop/setup.sh)
 port=$((20000 + RANDOM % 20000))
