@@ -24,7 +24,7 @@ extension Codec {
             let mimi = try model.load(codebooks: codebooks)
             let fs = mimi.frameSize
             let total = frames + warmup
-            let audio = Bench.testSignal(count: total * fs, sampleRate: mimi.config.sampleRate)
+            let audio = SpeechLikeSignal.make(samples: total * fs, sampleRate: mimi.config.sampleRate)
             let state = mimi.makeState()
             let profiler = profile ? MimiProfile(stages: mimi.config.ratios.count) : nil
             let allocCount = Bench.allocationCounter()
@@ -110,22 +110,6 @@ extension Codec {
                 max = s.last ?? 0
             }
             var dictionary: [String: Double] { ["mean": mean, "p50": p50, "p95": p95, "max": max] }
-        }
-
-        /// A deterministic voice-like signal (harmonics of a gliding pitch, amplitude bursts, a
-        /// little noise): what is encoded does not change the cost, but it keeps codes realistic.
-        static func testSignal(count: Int, sampleRate: Int) -> [Float] {
-            var rng = SplitMix64(seed: 12345)
-            var phase = 0.0
-            return (0..<count).map { i in
-                let t = Double(i) / Double(sampleRate)
-                let f0 = 140 * (1 + 0.2 * sin(2 * Double.pi * 0.5 * t))
-                phase += 2 * Double.pi * f0 / Double(sampleRate)
-                var v = 0.0
-                for h in 1...12 { v += sin(Double(h) * phase) / Double(h) }
-                let envelope = 0.5 + 0.5 * sin(2 * Double.pi * 3 * t)
-                return Float(0.15 * envelope * v) + 0.01 * (rng.nextFloat() - 0.5)
-            }
         }
 
         /// The process-wide allocation count (CAllocCounter), switched on for the run.

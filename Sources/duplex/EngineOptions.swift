@@ -28,10 +28,3 @@ struct ModelOption: ParsableArguments {
         return engine
     }
 }
-
-/// Turns the model's text tokens into what the terminal or a file shows.
-struct TextPrinter {
-    let model: EngineModel
-
-    func piece(_ token: Int32) -> String? { model.displayText(token) }
-}
