@@ -88,8 +88,23 @@ public final class FramePipeline: @unchecked Sendable {
     private var started = false
     private var recentMinimumWait = UInt64.max
     private var recentFrames = 0
-    // Counters are written by their owning threads; read them after the threads stop.
-    public private(set) var counters = Counters()
+    // Each thread counts into its own storage, so no two threads ever write the same memory;
+    // `counters` adds them up (read it once the threads have stopped).
+    private var captureCounts = Counters()
+    private var modelCounts = Counters()
+    private var playbackCounts = Counters()
+
+    public var counters: Counters {
+        var c = Counters()
+        c.overruns = captureCounts.overruns
+        c.droppedInputFrames = modelCounts.droppedInputFrames
+        c.framesProcessed = modelCounts.framesProcessed
+        c.droppedOutputFrames = modelCounts.droppedOutputFrames + playbackCounts.droppedOutputFrames
+        c.underruns = playbackCounts.underruns
+        c.trimmedOutputSamples = playbackCounts.trimmedOutputSamples
+        c.framesPlayed = playbackCounts.framesPlayed
+        return c
+    }
 
     public struct TextEvent: Sendable, BitwiseCopyable {
         public var frame: Int
@@ -128,7 +143,7 @@ public final class FramePipeline: @unchecked Sendable {
             let n = min(count - offset, frame - captureFill)
             // A frame goes in whole or not at all, so the rings never lose frame alignment.
             if captureFill == 0 && (captureRing.availableToWrite < frame || captureStamps.availableToWrite < 1) {
-                counters.overruns += 1
+                captureCounts.overruns += 1
                 offset += n
                 continue
             }
@@ -156,7 +171,7 @@ public final class FramePipeline: @unchecked Sendable {
         while captureStamps.availableToRead > configuration.maxQueuedInputFrames {
             withUnsafeMutablePointer(to: &stamps) { _ = captureStamps.read(into: $0, count: 1) }
             captureRing.skip(configuration.frameSize)
-            counters.droppedInputFrames += 1
+            modelCounts.droppedInputFrames += 1
         }
         withUnsafeMutablePointer(to: &stamps) { _ = captureStamps.read(into: $0, count: 1) }
         stamps.dequeued = clock.now()
@@ -164,18 +179,18 @@ public final class FramePipeline: @unchecked Sendable {
             _ = captureRing.read(into: input.baseAddress!, count: configuration.frameSize)
             outputFrame.withUnsafeMutableBufferPointer { output in
                 if let token = processor.process(input.baseAddress!, output: output.baseAddress!, stamps: &stamps, clock: clock) {
-                    var event = TextEvent(frame: counters.framesProcessed, token: token)
+                    var event = TextEvent(frame: modelCounts.framesProcessed, token: token)
                     withUnsafePointer(to: &event) { _ = textRing.write($0, count: 1) }
                 }
                 if playbackRing.availableToWrite >= configuration.frameSize && playbackStamps.availableToWrite >= 1 {
                     playbackRing.write(output.baseAddress!, count: configuration.frameSize)
                     withUnsafePointer(to: &stamps) { _ = playbackStamps.write($0, count: 1) }
                 } else {
-                    counters.droppedOutputFrames += 1
+                    modelCounts.droppedOutputFrames += 1
                 }
             }
         }
-        counters.framesProcessed += 1
+        modelCounts.framesProcessed += 1
         return true
     }
 
@@ -193,7 +208,7 @@ public final class FramePipeline: @unchecked Sendable {
                     var stale = FrameTimestamps()
                     withUnsafeMutablePointer(to: &stale) { _ = playbackStamps.read(into: $0, count: 1) }
                     playbackRing.skip(configuration.frameSize)
-                    counters.droppedOutputFrames += 1
+                    playbackCounts.droppedOutputFrames += 1
                 }
                 guard playbackStamps.availableToRead > 0 else { break }
                 withUnsafeMutablePointer(to: &playing) { _ = playbackStamps.read(into: $0, count: 1) }
@@ -206,7 +221,7 @@ public final class FramePipeline: @unchecked Sendable {
                     let trim = min(configuration.frameSize - 1, Int(late * UInt64(configuration.sampleRate) / 1_000_000_000))
                     playbackRing.skip(trim)
                     playingRemaining -= trim
-                    counters.trimmedOutputSamples += trim
+                    playbackCounts.trimmedOutputSamples += trim
                 }
                 if playing.decoded > 0, playing.outputStart >= playing.decoded {
                     recentMinimumWait = min(recentMinimumWait, playing.outputStart - playing.decoded)
@@ -217,14 +232,14 @@ public final class FramePipeline: @unchecked Sendable {
                             let trim = min(playingRemaining - 1, Int(excess * UInt64(configuration.sampleRate) / 1_000_000_000))
                             playbackRing.skip(trim)
                             playingRemaining -= trim
-                            counters.trimmedOutputSamples += trim
+                            playbackCounts.trimmedOutputSamples += trim
                         }
                         recentMinimumWait = .max
                         recentFrames = 0
                     }
                 }
                 started = true
-                counters.framesPlayed += 1
+                playbackCounts.framesPlayed += 1
                 withUnsafePointer(to: &playing) { _ = finishedRing.write($0, count: 1) }
             }
             let n = min(count - filled, playingRemaining)
@@ -235,7 +250,7 @@ public final class FramePipeline: @unchecked Sendable {
         }
         if filled < count {
             (out + filled).update(repeating: 0, count: count - filled)
-            if started { counters.underruns += 1 }
+            if started { playbackCounts.underruns += 1 }
         }
     }
 

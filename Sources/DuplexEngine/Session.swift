@@ -133,7 +133,4 @@ public final class Session: FrameProcessor {
         let c = model.config
         return Int(text) == c.textPaddingId || Int(text) == c.textEndPaddingId ? nil : text
     }
-
-    /// The last frame the LM produced (text token, then depQ audio codes), e.g. for logging codes.
-    public var lastTokens: [Int32] { lmState.output }
 }

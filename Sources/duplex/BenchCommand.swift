@@ -88,7 +88,10 @@ struct Bench: ParsableCommand {
     }
 
     private func loadEngine() throws -> EngineModel {
-        guard randomWeights else { return try model.load() }
+        // The embedded model's weights are random already, its codec shaped by its own config.
+        guard randomWeights, config != "default" else {
+            return randomWeights ? try ModelOption(model: ModelOption.defaultModelPath).load() : try model.load()
+        }
         let lmConfig = try Self.architecture(config)
         let start = Date()
         let matrices: DType = lmConfig.dim >= 2048 ? .bf16 : .f32
@@ -110,8 +113,6 @@ struct Bench: ParsableCommand {
             c.dim = 512; c.numHeads = 8; c.numLayers = 8
             c.depformerDim = 256; c.depformerNumHeads = 4; c.depformerNumLayers = 2
             c.depformerDimFeedforward = Int(4.125 * 256)
-        case "default":
-            return try ModelFolder(ModelOption.defaultModelPath).config
         default:
             guard FileManager.default.fileExists(atPath: name) else {
                 throw ValidationError("--config \(name): not a known architecture (default, small, medium, 7b) nor a config.json file")

@@ -8,6 +8,9 @@ struct ModelOption: ParsableArguments {
     @Option(help: "Model folder: Kyutai's layout (model.safetensors, tokenizer-e351c8d8-checkpoint125.safetensors, tokenizer_spm_32k_3.model, optional config.json), or the embedded default.")
     var model: String = ModelOption.defaultModelPath
 
+    init() {}
+    init(model: String) { self.model = model }
+
     /// models/default next to the source tree the binary was built from, else beside the binary.
     static var defaultModelPath: String {
         let candidates = [

@@ -8,6 +8,7 @@ final class TerminalUI {
     let isTerminal = isatty(STDOUT_FILENO) == 1
     private var text: MonologueText
     private var column = 0
+    private var lastStatus = Date.distantPast
 
     init() {
         var size = winsize()
@@ -38,8 +39,10 @@ final class TerminalUI {
         }
     }
 
+    /// Redraws the status line, at most ten times a second (a terminal need not see more).
     func status(_ line: String) {
-        guard isTerminal else { return }
+        guard isTerminal, Date().timeIntervalSince(lastStatus) >= 0.1 else { return }
+        lastStatus = Date()
         write("\r\u{1B}[K\u{1B}[2m" + line + "\u{1B}[0m")
     }
 
