@@ -1,11 +1,10 @@
 import DuplexAudio
 import Foundation
-import Synchronization
 
-/// A full-duplex sound card for the live runner: ALSA capture and playback, converted to and
+/// A full-duplex sound card as a frame source (capture) and sink (playback): ALSA converted to and
 /// from the model's 24 kHz mono (downmixing, resampling) when the device insists on something
 /// else. Each direction is used by its own thread; nothing here locks or allocates per period.
-public final class ALSAAudioDevice: LiveRunner.Device, @unchecked Sendable {
+public final class ALSAAudioDevice: FrameSource, FrameSink, @unchecked Sendable {
     public let capture: ALSADevice
     public let playback: ALSADevice
     private let modelRate = 24_000
@@ -20,13 +19,6 @@ public final class ALSAAudioDevice: LiveRunner.Device, @unchecked Sendable {
     // Playback-thread buffers.
     private var playResampled: [Float]
     private var playRaw: [Int16]
-    /// What the microphone heard and the speaker played, at 24 kHz, for `--record` (drained by
-    /// the UI thread; when it falls behind, samples are dropped, never waited for).
-    private var recordUser: SPSCRing<Float>?
-    private var recordSystem: SPSCRing<Float>?
-    /// Peak levels of the last period (0…1), for meters; written by the device threads.
-    private let inputLevelBits = Atomic<UInt32>(0)
-    private let outputLevelBits = Atomic<UInt32>(0)
 
     public init(input: String, output: String, periodFrames: Int = 240, configuration: String? = nil) throws {
         var captureRequest = ALSADevice.Request(name: input, direction: .capture)
@@ -44,49 +36,32 @@ public final class ALSAAudioDevice: LiveRunner.Device, @unchecked Sendable {
         captureBacklog = [Float](repeating: 0, count: maxDevicePeriod * 4 + 64)
         playResampled = [Float](repeating: 0, count: maxDevicePeriod * 4 + 64)
         playRaw = [Int16](repeating: 0, count: maxDevicePeriod * 4 * max(1, playback.channels))
+        self.periodFrames = periodFrames
     }
 
-    /// Starts keeping what is captured and played (call before the device threads start).
-    public func enableRecording(seconds: Int = 10) {
-        recordUser = SPSCRing(minimumCapacity: seconds * modelRate, zero: 0)
-        recordSystem = SPSCRing(minimumCapacity: seconds * modelRate, zero: 0)
-    }
+    /// Samples per period at 24 kHz: what the live loop reads and writes at a time.
+    public let periodFrames: Int
 
-    /// Moves recorded samples into the caller's arrays (user = microphone, system = speaker).
-    public func drainRecording(user: inout [Float], system: inout [Float]) {
-        var chunk = [Float](repeating: 0, count: 4096)
-        for (ring, isUser) in [(recordUser, true), (recordSystem, false)] {
-            guard let ring else { continue }
-            while true {
-                let n = chunk.withUnsafeMutableBufferPointer { ring.read(into: $0.baseAddress!, count: $0.count) }
-                if n == 0 { break }
-                if isUser { user.append(contentsOf: chunk[0..<n]) } else { system.append(contentsOf: chunk[0..<n]) }
-            }
-        }
-    }
-
-    public var inputLevel: Float { Float(bitPattern: inputLevelBits.load(ordering: .relaxed)) }
-    public var outputLevel: Float { Float(bitPattern: outputLevelBits.load(ordering: .relaxed)) }
     public var xruns: (capture: Int, playback: Int) { (capture.xruns, playback.xruns) }
 
-    /// Fills exactly `frames` model-rate samples, reading the device as often as needed.
-    public func capture(into buffer: UnsafeMutablePointer<Float>, frames: Int) throws -> Bool {
+    public var pacing: SourcePacing { .live }
+    public var isPaced: Bool { true }
+
+    /// Fills exactly `frames` model-rate samples, reading the device as often as needed; false
+    /// when a finite capture (ALSA's file plugin) has ended.
+    public func read(into buffer: UnsafeMutablePointer<Float>, count frames: Int) throws -> Bool {
         while backlogCount < frames {
             let deviceFrames = capture.periodFrames
             let result = try captureRaw.withUnsafeMutableBufferPointer { try capture.read(into: $0.baseAddress!, frames: deviceFrames) }
             guard case .frames(let n) = result, n > 0 else { return false }
             let channels = capture.channels
-            var peak: Float = 0
             captureRaw.withUnsafeBufferPointer { raw in
                 for i in 0..<n {
                     var s: Float = 0
                     for c in 0..<channels { s += PCM.float(from: raw[i * channels + c]) }
-                    s /= Float(channels)
-                    captureMono[i] = s
-                    peak = max(peak, abs(s))
+                    captureMono[i] = s / Float(channels)
                 }
             }
-            inputLevelBits.store(peak.bitPattern, ordering: .relaxed)
             let produced: Int
             if let inResampler {
                 produced = captureMono.withUnsafeBufferPointer { m in
@@ -103,7 +78,6 @@ public final class ALSAAudioDevice: LiveRunner.Device, @unchecked Sendable {
             captureBacklog.withUnsafeMutableBufferPointer { $0.baseAddress!.advanced(by: backlogCount).update(from: captureResampled, count: take) }
             backlogCount += take
         }
-        if let recordUser { captureBacklog.withUnsafeBufferPointer { _ = recordUser.write($0.baseAddress!, count: frames) } }
         captureBacklog.withUnsafeMutableBufferPointer { b in
             buffer.update(from: b.baseAddress!, count: frames)
             memmove(b.baseAddress!, b.baseAddress! + frames, (backlogCount - frames) * MemoryLayout<Float>.stride)
@@ -113,11 +87,7 @@ public final class ALSAAudioDevice: LiveRunner.Device, @unchecked Sendable {
     }
 
     /// Plays `frames` model-rate samples (blocks on the device, never on the model).
-    public func play(_ buffer: UnsafePointer<Float>, frames: Int) throws {
-        var peak: Float = 0
-        for i in 0..<frames { peak = max(peak, abs(buffer[i])) }
-        outputLevelBits.store(peak.bitPattern, ordering: .relaxed)
-        recordSystem?.write(buffer, count: frames)
+    public func write(_ buffer: UnsafePointer<Float>, count frames: Int) throws -> Bool {
         let n: Int
         if let outResampler {
             n = playResampled.withUnsafeMutableBufferPointer { outResampler.process(buffer, count: frames, into: $0.baseAddress!, capacity: $0.count) }
@@ -133,6 +103,7 @@ public final class ALSAAudioDevice: LiveRunner.Device, @unchecked Sendable {
             }
         }
         _ = try playRaw.withUnsafeBufferPointer { try playback.write($0.baseAddress!, frames: n) }
+        return true
     }
 
     public var outputDelay: UInt64 {

@@ -1,31 +1,36 @@
 import Foundation
 
 /// How a harness run is shown: a table for people, JSON for machines, SVG for eyes.
-extension LiveRunner.Report {
+extension BenchHarness.Report {
     /// JSON with the keys tools rely on: latency_ms {p50,p95,p99,max}, stages_ms {stage: {p50,p95}},
-    /// real_time_factor, deadline_misses, allocations_per_frame, peak_rss_bytes, frames (+ counters).
+    /// real_time_factor, deadline_misses, allocations_per_frame (null: not counted), peak_rss_bytes,
+    /// frames, context_frames (+ counters and `extra`). Written by JSONSerialization, so any string
+    /// is escaped and a non-finite number becomes null.
     public func json(extra: [String: String] = [:]) -> String {
-        func n(_ v: Double) -> String { v.isFinite ? String(format: "%.3f", v) : "null" }
-        var stageParts: [String] = []
-        for (name, values) in stages {
-            stageParts.append("\"\(name)\": {\"p50\": \(n(values.percentile(50))), \"p95\": \(n(values.percentile(95))), \"p99\": \(n(values.percentile(99))), \"mean\": \(n(values.mean))}")
+        func n(_ v: Double?) -> Any { v.map { $0.isFinite ? $0 as Any : NSNull() } ?? NSNull() }
+        func summary(_ p: Percentiles, max: Bool = false) -> [String: Any] {
+            var d: [String: Any] = ["p50": n(p.percentile(50)), "p95": n(p.percentile(95)), "p99": n(p.percentile(99)), "mean": n(p.mean)]
+            if max { d["max"] = n(p.count > 0 ? p.maximum : nil) }
+            return d
         }
-        var fields = [
-            "\"frames\": \(frames)",
-            "\"latency_ms\": {\"p50\": \(n(latency.percentile(50))), \"p95\": \(n(latency.percentile(95))), \"p99\": \(n(latency.percentile(99))), \"max\": \(n(latency.maximum)), \"mean\": \(n(latency.mean))}",
-            "\"stages_ms\": {\(stageParts.joined(separator: ", "))}",
-            "\"real_time_factor\": \(n(realTimeFactor))",
-            "\"deadline_misses\": \(deadlineMisses)",
-            "\"allocations_per_frame\": \(n(allocationsPerFrame))",
-            "\"peak_rss_bytes\": \(peakRSSBytes)",
-            "\"underruns\": \(counters.underruns)",
-            "\"overruns\": \(counters.overruns)",
-            "\"dropped_output_frames\": \(counters.droppedOutputFrames)",
-            "\"dropped_input_frames\": \(counters.droppedInputFrames)",
-            "\"wall_seconds\": \(n(wallSeconds))",
+        var object: [String: Any] = [
+            "frames": frames,
+            "context_frames": contextFrames,
+            "latency_ms": summary(latency, max: true),
+            "stages_ms": Dictionary(uniqueKeysWithValues: stages.map { ($0.name, summary($0.values)) }),
+            "real_time_factor": n(realTimeFactor),
+            "deadline_misses": deadlineMisses,
+            "allocations_per_frame": n(allocationsPerFrame),
+            "peak_rss_bytes": peakRSSBytes,
+            "underruns": counters.underruns,
+            "overruns": counters.overruns,
+            "dropped_output_frames": counters.droppedOutputFrames,
+            "dropped_input_frames": counters.droppedInputFrames,
+            "wall_seconds": n(wallSeconds),
         ]
-        for (k, v) in extra.sorted(by: { $0.key < $1.key }) { fields.append("\"\(k)\": \"\(v)\"") }
-        return "{\n  " + fields.joined(separator: ",\n  ") + "\n}\n"
+        for (k, v) in extra { object[k] = v }
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self) + "\n"
     }
 
     /// The table for people.
@@ -42,7 +47,8 @@ extension LiveRunner.Report {
         lines.append(String(format: "real-time factor       %.3f  (model compute ÷ audio time; < 1 keeps up)", realTimeFactor))
         lines.append("deadline misses        \(deadlineMisses)  (frames whose compute exceeded 80 ms)")
         lines.append("underruns / overruns   \(counters.underruns) / \(counters.overruns)   dropped frames: input \(counters.droppedInputFrames), output \(counters.droppedOutputFrames)")
-        lines.append(String(format: "allocations per frame  %.2f", allocationsPerFrame))
+        lines.append("context at start       \(contextFrames) frames")
+        lines.append("allocations per frame  " + (allocationsPerFrame.map { String(format: "%.2f", $0) } ?? "not counted"))
         lines.append(String(format: "peak RSS               %.1f MiB", Double(peakRSSBytes) / 1_048_576))
         return lines.joined(separator: "\n") + "\n"
     }

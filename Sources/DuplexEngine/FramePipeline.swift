@@ -112,6 +112,8 @@ public final class FramePipeline: @unchecked Sendable {
     }
 
     public init(processor: FrameProcessor, clock: any FrameClock = MonotonicClock(), configuration: Configuration = Configuration()) {
+        var configuration = configuration
+        configuration.frameSize = processor.frameSize
         self.processor = processor
         self.clock = clock
         self.configuration = configuration
@@ -151,9 +153,14 @@ public final class FramePipeline: @unchecked Sendable {
             captureFill += n
             offset += n
             if captureFill == frame {
-                let samplesAfter = UInt64(count - offset) * 1_000_000_000 / UInt64(configuration.sampleRate)
-                pendingStamps.inputEnd = time - min(time, samplesAfter)
-                if live { pendingStamps.inputStart = pendingStamps.inputEnd - min(pendingStamps.inputEnd, frameNanoseconds) }
+                if live {
+                    // A microphone captured the samples after this frame's end later than its end.
+                    let samplesAfter = UInt64(count - offset) * 1_000_000_000 / UInt64(configuration.sampleRate)
+                    pendingStamps.inputEnd = time - min(time, samplesAfter)
+                    pendingStamps.inputStart = pendingStamps.inputEnd - min(pendingStamps.inputEnd, frameNanoseconds)
+                } else {
+                    pendingStamps.inputEnd = time
+                }
                 withUnsafePointer(to: &pendingStamps) { _ = captureStamps.write($0, count: 1) }
                 pendingStamps = FrameTimestamps()
                 captureFill = 0
@@ -167,12 +174,8 @@ public final class FramePipeline: @unchecked Sendable {
     @discardableResult
     public func step() -> Bool {
         guard captureStamps.availableToRead > 0 else { return false }
+        trimInput()
         var stamps = FrameTimestamps()
-        while captureStamps.availableToRead > configuration.maxQueuedInputFrames {
-            withUnsafeMutablePointer(to: &stamps) { _ = captureStamps.read(into: $0, count: 1) }
-            captureRing.skip(configuration.frameSize)
-            modelCounts.droppedInputFrames += 1
-        }
         withUnsafeMutablePointer(to: &stamps) { _ = captureStamps.read(into: $0, count: 1) }
         stamps.dequeued = clock.now()
         inputFrame.withUnsafeMutableBufferPointer { input in
@@ -194,7 +197,21 @@ public final class FramePipeline: @unchecked Sendable {
         return true
     }
 
+    /// Skips the oldest waiting input frames beyond `maxQueuedInputFrames` (model thread). `step`
+    /// does it; a push-style driver that hands over many frames at once calls it after each batch.
+    public func trimInput() {
+        var stamps = FrameTimestamps()
+        while captureStamps.availableToRead > configuration.maxQueuedInputFrames {
+            withUnsafeMutablePointer(to: &stamps) { _ = captureStamps.read(into: $0, count: 1) }
+            captureRing.skip(configuration.frameSize)
+            modelCounts.droppedInputFrames += 1
+        }
+    }
+
     // MARK: playback thread
+
+    /// A frame is partly played (playback thread).
+    public var isPlayingFrame: Bool { playingRemaining > 0 }
 
     /// Fills `count` samples for the device at `time`; `deviceDelay` is how long the device will
     /// take to play what it already holds. Plays silence (and counts an underrun) when the model

@@ -4,19 +4,17 @@ import Foundation
 /// What a conversation runs on: the Mimi codec, the LM and (optionally) the text tokenizer,
 /// loaded once and shared read-only by every session (design.md §3.1: one model, many sessions).
 public final class EngineModel: Sendable {
-    public let mimi: Mimi
+    /// nil for an LM-only model, run on codes (`generate --input-codes` without audio).
+    public let mimi: Mimi?
     public let lm: LMModel
     public let tokenizer: SentencePieceTokenizer?
     /// Where it came from, for reports.
     public let name: String
 
-    public init(mimi: Mimi, lm: LMModel, tokenizer: SentencePieceTokenizer?, name: String) throws {
+    public init(mimi: Mimi?, lm: LMModel, tokenizer: SentencePieceTokenizer?, name: String) throws {
         let c = lm.config
-        guard mimi.numCodebooks >= max(c.depQ, c.userStreams) else {
-            throw ModelError("the Mimi codec has \(mimi.numCodebooks) codebooks; the LM needs \(max(c.depQ, c.userStreams))")
-        }
-        guard mimi.bins == c.card else {
-            throw ModelError("the Mimi codec has \(mimi.bins) codes per codebook; the LM's audio vocabulary (card) is \(c.card)")
+        if let mimi {
+            try Self.checkCodec(mimi, fits: c)
         }
         if let tokenizer, tokenizer.vocabularySize < c.textCardOut {
             throw ModelError("the tokenizer has \(tokenizer.vocabularySize) pieces; the LM emits \(c.textCardOut) text ids")
@@ -27,15 +25,25 @@ public final class EngineModel: Sendable {
         self.name = name
     }
 
+    private static func checkCodec(_ mimi: Mimi, fits c: LMConfig) throws {
+        guard mimi.numCodebooks >= max(c.depQ, c.userStreams) else {
+            throw ModelError("the Mimi codec has \(mimi.numCodebooks) codebooks; the LM needs \(max(c.depQ, c.userStreams))")
+        }
+        guard mimi.bins == c.card else {
+            throw ModelError("the Mimi codec has \(mimi.bins) codes per codebook; the LM's audio vocabulary (card) is \(c.card)")
+        }
+    }
+
     /// Loads a model folder (Kyutai's layout, or a random-weights folder like models/default).
-    public static func load(folder: ModelFolder) throws -> EngineModel {
-        let tokenizer = FileManager.default.fileExists(atPath: folder.file(folder.config.tokenizerName))
+    /// `codec: false` loads the LM alone (token-level runs need no Mimi file).
+    public static func load(folder: ModelFolder, codec: Bool = true, tokenizer required: Bool = false) throws -> EngineModel {
+        let tokenizer = required || FileManager.default.fileExists(atPath: folder.file(folder.config.tokenizerName))
             ? try folder.loadTokenizer() : nil
-        return try EngineModel(mimi: folder.loadMimi(), lm: folder.loadLM(), tokenizer: tokenizer, name: folder.path)
+        return try EngineModel(mimi: codec ? folder.loadMimi() : nil, lm: folder.loadLM(), tokenizer: tokenizer, name: folder.path)
     }
 
     public var config: LMConfig { lm.config }
-    public var frameSize: Int { mimi.frameSize }
+    public var frameSize: Int { mimi?.frameSize ?? 1920 }
 
     /// The text of a token as Moshi's servers show it (nil for PAD/EPAD, or without a tokenizer).
     public func displayText(_ token: Int32) -> String? {
@@ -44,93 +52,164 @@ public final class EngineModel: Sendable {
         return tokenizer.displayText(Int(token), special: special)
     }
 
-    public func makeSession(sampling: SamplingParameters) -> Session {
-        Session(model: self, sampling: sampling)
+    public func makeSession(sampling: SamplingParameters, firstFrame: FirstFrameRule = .kyutaiServer) -> Session {
+        Session(model: self, sampling: sampling, firstFrame: firstFrame)
     }
+}
+
+/// What happens to a conversation's first input frame, which Moshi's call 0 replaces by initial
+/// tokens (moshi-spec.md §2.3). Every use (talk, pipe, serve, generate, bench) takes the same
+/// rule from the one `Session` option, so the same input and seed give the same answer anywhere.
+public enum FirstFrameRule: String, Sendable, CaseIterable {
+    /// Kyutai's server: the first frame is encoded, its codes go to the LM once (where they have no
+    /// effect), and the codec starts afresh, so the second frame is encoded as a first frame again.
+    /// n frames in give n frames out, the first silent.
+    case kyutaiServer = "server"
+    /// Kyutai's run_inference: the first frame's codes go to the LM twice (so the first real frame
+    /// is not swallowed by the initial tokens) and the codec keeps its state.
+    case runInference = "run-inference"
 }
 
 /// One conversation: Mimi's streaming state for both directions, the LM's delay ring and caches,
 /// the sampler. Every 80 ms frame: encode the user's audio, step the LM, decode Moshi's frame.
-/// Allocates nothing per frame once made. Owned by one thread at a time.
+/// Allocates nothing per frame once made. Owned by one thread at a time (the model thread): its
+/// `failure` is read there, and published to other threads by whoever runs it (`LiveLoop`).
 public final class Session: FrameProcessor {
     public let model: EngineModel
     public let sampling: SamplingParameters
+    public let firstFrame: FirstFrameRule
     private let generator: LMGen
     private var lmState: LMGen.State
-    private let codecState: Mimi.State
+    private let codecState: Mimi.State?
     private var userCodes: [Int32]
     private var moshiCodes: [Int32]
     /// Frames processed since the last reset.
     public private(set) var frames = 0
+    /// LM steps written into the context by `fillContext` since the last reset.
+    public private(set) var contextFill = 0
     /// The first error that stopped the model (NaN logits from poisoned weights, …). Once set the
     /// session answers silence; whoever runs it should report this and stop.
     public private(set) var failure: Error?
+    /// Called with every frame the LM produces: text token, then its depQ audio codes (offline
+    /// callers keep them; nil costs nothing per frame).
+    public var onTokens: ((UnsafeBufferPointer<Int32>) -> Void)?
 
     public var frameSize: Int { model.frameSize }
 
-    init(model: EngineModel, sampling: SamplingParameters) {
+    init(model: EngineModel, sampling: SamplingParameters, firstFrame: FirstFrameRule) {
         self.model = model
         self.sampling = sampling
+        self.firstFrame = firstFrame
         generator = LMGen(model: model.lm, sampling: sampling)
         lmState = generator.makeState()
-        codecState = model.mimi.makeState()
-        userCodes = [Int32](repeating: 0, count: model.mimi.numCodebooks)
+        codecState = model.mimi?.makeState()
+        userCodes = [Int32](repeating: 0, count: max(model.mimi?.numCodebooks ?? 0, model.config.userStreams))
         moshiCodes = [Int32](repeating: 0, count: model.config.depQ)
     }
 
     /// A fresh conversation: every codec buffer, both transformers' caches, the LM's delay ring
     /// and KV caches, the sampler's random stream.
     public func reset() {
-        codecState.reset()
+        codecState?.reset()
         lmState.reset()
         frames = 0
+        contextFill = 0
         failure = nil
+    }
+
+    /// Brings the LM's context to `steps` steps already taken (for measurements at a filled
+    /// context, where attention reads the whole window). `exact` runs real LM steps on silent user
+    /// codes; otherwise the caches are filled as those steps would fill them, without the cost.
+    public func fillContext(steps: Int, exact: Bool = false) throws {
+        guard steps > 0 else { return }
+        let silent = [Int32](repeating: 0, count: userCodes.count)
+        try silent.withUnsafeBufferPointer { codes in
+            for _ in 0..<steps { _ = try generator.step(userCodes: codes, state: &lmState) }
+        }
+        contextFill += steps
+        frames += steps   // the conversation is under way: no first-frame rule after a fill
     }
 
     public func process(_ input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
                         stamps: inout FrameTimestamps, clock: any FrameClock) -> Int32? {
-        guard failure == nil else {
+        guard failure == nil, let mimi = model.mimi, let codecState else {
+            if model.mimi == nil && failure == nil { failure = ModelError("\(model.name) was loaded without its codec: it runs on codes only") }
             output.update(repeating: 0, count: frameSize)
             return nil
         }
-        let mimi = model.mimi
         userCodes.withUnsafeMutableBufferPointer { mimi.encodeStep(input, codes: $0.baseAddress!, state: codecState) }
         stamps.encoded = clock.now()
-        // Kyutai's server starts the codec afresh after the first frame: from the model's point of
-        // view that frame is in the past (LMGen replaces it by initial tokens anyway).
-        if frames == 0 { codecState.reset() }
-        frames += 1
-        let produced: Bool
-        do {
-            produced = try userCodes.withUnsafeBufferPointer { codes in
-                try generator.step(userCodes: codes, state: &lmState, temporalDone: { stamps.temporalDone = clock.now() })
-            }
-        } catch {
-            failure = error
-            output.update(repeating: 0, count: frameSize)
-            return nil
+        if frames == 0 && firstFrame == .kyutaiServer {
+            // From the model's point of view the first frame is in the past (LMGen replaces it by
+            // initial tokens anyway): the codec starts afresh, as Kyutai's server does.
+            codecState.reset()
         }
-        stamps.lmDone = clock.now()
-        guard produced else {
+        let produced = stepLM(stamps: &stamps, clock: clock)
+        guard produced, decodeAnswer(into: output) else {
             // Moshi's first call returns nothing: the first answer frame is silence.
             output.update(repeating: 0, count: frameSize)
             stamps.decoded = clock.now()
-            return nil
-        }
-        let depQ = model.config.depQ
-        for k in 0..<depQ { moshiCodes[k] = lmState.output[1 + k] }
-        do {
-            try moshiCodes.withUnsafeBufferPointer { codes in
-                try mimi.decodeStep(codes.baseAddress!, codebooks: depQ, output: output, state: codecState)
-            }
-        } catch {
-            failure = error
-            output.update(repeating: 0, count: frameSize)
             return nil
         }
         stamps.decoded = clock.now()
         let text = lmState.output[0]
         let c = model.config
         return Int(text) == c.textPaddingId || Int(text) == c.textEndPaddingId ? nil : text
+    }
+
+    /// One frame from the user's codes instead of audio (`generate --input-codes`): the same LM
+    /// step and first-frame rule as `process`; with `output` the answer is decoded into it too.
+    /// Returns the produced frame (text token, then depQ audio codes), or nil when there is none yet.
+    public func step(userCodes codes: [Int32], output: UnsafeMutablePointer<Float>? = nil) throws -> [Int32]? {
+        for k in 0..<min(codes.count, userCodes.count) { userCodes[k] = codes[k] }
+        var stamps = FrameTimestamps()
+        let produced = stepLM(stamps: &stamps, clock: MonotonicClock())
+        if let failure { throw failure }
+        guard produced else {
+            output?.update(repeating: 0, count: frameSize)
+            return nil
+        }
+        if let output, !decodeAnswer(into: output), let failure { throw failure }
+        return lmState.output
+    }
+
+    /// The LM's step (twice for the first frame under run_inference's rule). Returns whether a
+    /// frame came out; on an error, sets `failure` and returns false.
+    private func stepLM(stamps: inout FrameTimestamps, clock: any FrameClock) -> Bool {
+        let repeats = frames == 0 && firstFrame == .runInference ? 2 : 1
+        frames += 1
+        var produced = false
+        do {
+            for _ in 0..<repeats {
+                produced = try userCodes.withUnsafeBufferPointer { codes in
+                    try generator.step(userCodes: codes, state: &lmState, temporalDone: { stamps.temporalDone = clock.now() })
+                }
+            }
+        } catch {
+            failure = error
+            return false
+        }
+        stamps.lmDone = clock.now()
+        if produced, let onTokens { lmState.output.withUnsafeBufferPointer { onTokens($0) } }
+        return produced
+    }
+
+    /// Decodes the LM's last frame into `output`; on an error sets `failure` and returns false.
+    private func decodeAnswer(into output: UnsafeMutablePointer<Float>) -> Bool {
+        let depQ = model.config.depQ
+        for k in 0..<depQ { moshiCodes[k] = lmState.output[1 + k] }
+        guard let mimi = model.mimi, let codecState else {
+            failure = ModelError("\(model.name) was loaded without its codec: it cannot decode audio")
+            return false
+        }
+        do {
+            try moshiCodes.withUnsafeBufferPointer { codes in
+                try mimi.decodeStep(codes.baseAddress!, codebooks: depQ, output: output, state: codecState)
+            }
+            return true
+        } catch {
+            failure = error
+            return false
+        }
     }
 }

@@ -11,9 +11,17 @@ final class ChatSessionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private let shared: ChatServer.Shared
     private let query: [(name: String, value: String)]
-    private var worker: SessionWorker?
-    private var holdsSlot = false
-    private var closing = false
+    /// The connection's life, as swift-nio handlers keep it: one value, no combination of flags.
+    private enum State {
+        /// Before admission (parameters, a session slot).
+        case admitting
+        /// Admitted: holds a session slot; its worker runs the conversation.
+        case open(SessionWorker)
+        /// Our close frame is out, or the peer's close was echoed: only the closing handshake is read.
+        case closing
+    }
+    private var state = State.admitting
+    private var closing: Bool { if case .closing = state { return true } else { return false } }
     /// A message being reassembled from fragments (its opcode and bytes so far).
     private var fragments: (opcode: WebSocketOpcode, bytes: [UInt8])?
     /// Bytes written while the channel was not writable (the client is not reading fast enough).
@@ -41,7 +49,6 @@ final class ChatSessionHandler: ChannelInboundHandler, RemovableChannelHandler {
             fail(context: context, message: "server busy: all \(max) conversation\(max == 1 ? "" : "s") in use, try again later", code: 1013)
             return
         }
-        holdsSlot = true
         shared.metrics.sessionsTotal.wrappingIncrement(ordering: .relaxed)
         if let json = shared.model.metadataJSON { send(context: context, .metadata(json)) }
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
@@ -50,7 +57,7 @@ final class ChatSessionHandler: ChannelInboundHandler, RemovableChannelHandler {
             label: "duplex.session.\(shared.metrics.acceptedSessions)", model: shared.model, metrics: shared.metrics,
             limits: shared.configuration.workerLimits,
             sink: { output in loop.execute { bound.value.handler.deliver(output, context: bound.value.context) } })
-        self.worker = worker
+        state = .open(worker)
         worker.start(parameters: parameters)
     }
 
@@ -62,12 +69,11 @@ final class ChatSessionHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func teardown() {
-        worker?.stop()
-        worker = nil
-        if holdsSlot {
-            holdsSlot = false
+        if case .open(let worker) = state {
+            worker.stop()
             shared.releaseSlot()
         }
+        state = .closing
     }
 
     // MARK: inbound
@@ -82,7 +88,7 @@ final class ChatSessionHandler: ChannelInboundHandler, RemovableChannelHandler {
         switch frame.opcode {
         case .connectionClose:
             // Echo the close (RFC 6455 §5.5.1) and end the connection.
-            closing = true
+            teardown()
             var body = frame.unmaskedData
             let code = body.readInteger(as: UInt16.self) ?? 1000
             var reply = context.channel.allocator.buffer(capacity: 2)
@@ -149,7 +155,7 @@ final class ChatSessionHandler: ChannelInboundHandler, RemovableChannelHandler {
             shared.metrics.ignoredMessages.wrappingIncrement(ordering: .relaxed)
             return
         }
-        guard let worker, !payload.isEmpty else { return }
+        guard case .open(let worker) = state, !payload.isEmpty else { return }
         if !worker.enqueue(payload) {
             shared.metrics.close(.inputFlood)
             fail(context: context, message: "audio arrives much faster than real time; at most \(shared.configuration.workerLimits.maxInboxBytes) bytes may wait", code: 1008)
@@ -185,7 +191,6 @@ final class ChatSessionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 // The client stopped reading: it would only fall further behind. A close frame
                 // could not be read either, so end the connection now.
                 shared.metrics.close(.slowClient)
-                closing = true
                 teardown()
                 context.close(promise: nil)
                 return
@@ -205,7 +210,6 @@ final class ChatSessionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func fail(context: ChannelHandlerContext, message: String, code: UInt16) {
         guard !closing else { return }
         send(context: context, .error(message), flush: false)
-        closing = true
         teardown()
         var body = context.channel.allocator.buffer(capacity: 2)
         body.writeInteger(code)

@@ -4,11 +4,12 @@ import Foundation
 import NIOConcurrencyHelpers
 
 /// One conversation's model side, run on its own serial queue so the event loops never wait for
-/// the model: Ogg/Opus in → 1920-sample frames → the processor → Ogg/Opus out.
+/// the model. The websocket is the conversation's source and sink: Ogg/Opus in → decoded PCM
+/// pushed into the same `FramePipeline` every other use runs → each answered frame → Ogg/Opus out.
 ///
 /// The connection hands in audio payloads (`enqueue`, any thread, cheap: a locked append) and gets
-/// results through `sink`. Everything else — the processor, the codecs, the PCM backlog — is
-/// touched only on `queue`, which is what makes this type safe to share (hence `@unchecked`).
+/// results through `sink`. Everything else lives in `state`, touched only on `queue`, which is
+/// what makes this type safe to share (hence `@unchecked`).
 final class SessionWorker: @unchecked Sendable {
     enum Output: Sendable {
         /// The processor exists; the handshake may go out.
@@ -33,6 +34,39 @@ final class SessionWorker: @unchecked Sendable {
         var stopped = false
     }
 
+    /// What the conversation is doing (queue-confined).
+    private enum State {
+        /// The session is being made (it may take a while); audio waits in the inbox.
+        case starting
+        case running(Running)
+        /// A fatal output went out; further input is ignored.
+        case failed
+        /// The connection ended; everything is released.
+        case stopped
+    }
+
+    /// A running conversation's queue-confined parts.
+    private final class Running {
+        let processor: any FrameProcessor
+        let pipeline: FramePipeline
+        let reader: OggOpusReader
+        let writer: OggOpusWriter
+        var output: [Float]
+        var corruptSeen = 0
+        var droppedSeen = 0
+
+        init(processor: any FrameProcessor, maxBacklogFrames: Int, clock: any FrameClock, sampleRate: Int) throws {
+            self.processor = processor
+            var configuration = FrameLoop.unpacedConfiguration
+            configuration.maxQueuedInputFrames = maxBacklogFrames
+            configuration.ringFrames = maxBacklogFrames + 16
+            pipeline = FramePipeline(processor: processor, clock: clock, configuration: configuration)
+            reader = try OggOpusReader(sampleRate: sampleRate)
+            writer = try OggOpusWriter(sampleRate: sampleRate)
+            output = [Float](repeating: 0, count: processor.frameSize)
+        }
+    }
+
     private let queue: DispatchQueue
     private let model: ChatModel
     private let metrics: ServerMetrics
@@ -40,19 +74,7 @@ final class SessionWorker: @unchecked Sendable {
     private let clock: any FrameClock
     private let sink: @Sendable (Output) -> Void
     private let inbox = NIOLockedValueBox(Inbox())
-
-    // Queue-confined state.
-    private var processor: (any FrameProcessor)?
-    private var reader: OggOpusReader?
-    private var writer: OggOpusWriter?
-    private var pending: [Float] = []
-    private var pendingStart = 0
-    /// Arrival time of the message that completed each whole frame in `pending`.
-    private var frameArrivals: [UInt64] = []
-    private var inputFrame: [Float] = []
-    private var outputFrame: [Float] = []
-    private var corruptSeen = 0
-    private var failed = false
+    private var state = State.starting
 
     init(label: String, model: ChatModel, metrics: ServerMetrics, limits: Limits, clock: any FrameClock = MonotonicClock(),
          sink: @escaping @Sendable (Output) -> Void) {
@@ -67,25 +89,22 @@ final class SessionWorker: @unchecked Sendable {
     /// Creates the processor (on the worker queue: it may take a while) and reports `.ready`.
     func start(parameters: SessionParameters) {
         queue.async { [self] in
+            guard case .starting = state else { return }
             do {
                 let p = try model.makeSession(parameters)
                 guard p.frameSize == model.frameSize else {
                     throw OggOpusError("the session processes \(p.frameSize)-sample frames, the server expects \(model.frameSize)")
                 }
-                processor = p
-                reader = try OggOpusReader(sampleRate: model.sampleRate)
-                writer = try OggOpusWriter(sampleRate: model.sampleRate)
-                inputFrame = [Float](repeating: 0, count: model.frameSize)
-                outputFrame = inputFrame
-                pending.reserveCapacity(model.frameSize * (limits.maxBacklogFrames + 4))
+                state = .running(try Running(processor: p, maxBacklogFrames: limits.maxBacklogFrames, clock: clock, sampleRate: model.sampleRate))
                 sink(.ready)
             } catch {
-                failed = true
+                state = .failed
                 metrics.reject(.modelError)
                 sink(.fatal(message: "cannot start a conversation: \(error)", code: 1011))
             }
+            // Audio that arrived before the processor existed waits in the inbox.
+            scheduleDrain()
         }
-        // Audio may arrive before the processor exists; it waits in the inbox (drain runs after start).
     }
 
     /// Hands over one kind-1 payload. Returns false when the inbox is over its bound (the caller
@@ -108,98 +127,95 @@ final class SessionWorker: @unchecked Sendable {
     /// Ends the session: pending input is discarded and the processor released on its own queue.
     func stop() {
         inbox.withLockedValue { $0.stopped = true; $0.payloads = []; $0.bytes = 0 }
-        queue.async { [self] in
-            processor = nil
-            reader = nil
-            writer = nil
-            pending = []
-            frameArrivals = []
-        }
+        queue.async { [self] in state = .stopped }
     }
 
     // MARK: queue-confined
 
-    private var pendingFrames: Int { frameArrivals.count }
+    private func scheduleDrain() {
+        let schedule = inbox.withLockedValue { box -> Bool in
+            if box.scheduled || box.stopped || box.payloads.isEmpty { return false }
+            box.scheduled = true
+            return true
+        }
+        if schedule { drain() }
+    }
 
+    /// Decodes what arrived and answers one frame at a time, taking new input between frames so
+    /// the backlog bound sees the newest audio.
     private func drain() {
         while true {
             let batch = inbox.withLockedValue { box -> [(bytes: [UInt8], arrival: UInt64)]? in
+                let waiting: Int
+                if case .running(let r) = state { waiting = r.pipeline.queuedInputFrames } else { waiting = 0 }
                 if box.stopped { box.scheduled = false; return nil }
-                let taken = box.payloads
-                box.payloads = []
-                box.bytes = 0
-                if taken.isEmpty && (pendingFrames == 0 || processor == nil || failed) {
+                guard case .running = state else {
+                    // Starting: keep the input for later; failed or stopped: nothing will read it.
                     box.scheduled = false
                     return nil
                 }
+                let taken = box.payloads
+                box.payloads = []
+                box.bytes = 0
+                if taken.isEmpty && waiting == 0 { box.scheduled = false; return nil }
                 return taken
             }
-            guard let batch else { return }
-            guard !failed, processor != nil else { continue }
-            for (bytes, arrival) in batch where !failed { decode(bytes, arrival: arrival) }
-            trimBacklog()
-            if pendingFrames > 0 && !failed { processOneFrame() }
+            guard let batch, case .running(let running) = state else { return }
+            for (bytes, arrival) in batch {
+                guard decode(bytes, arrival: arrival, into: running) else { return }
+            }
+            running.pipeline.trimInput()
+            let dropped = running.pipeline.counters.droppedInputFrames
+            if dropped > running.droppedSeen {
+                metrics.droppedInputFrames.wrappingIncrement(by: dropped - running.droppedSeen, ordering: .relaxed)
+                running.droppedSeen = dropped
+            }
+            answerOneFrame(running)
         }
     }
 
-    private func decode(_ bytes: [UInt8], arrival: UInt64) {
-        guard let reader else { return }
+    /// Decodes one payload into the pipeline; false when the stream is bad (the session failed).
+    private func decode(_ bytes: [UInt8], arrival: UInt64, into running: Running) -> Bool {
         do {
-            let pcm = try reader.append(bytes)
-            if reader.corruptPackets > corruptSeen {
-                metrics.corruptAudioPackets.wrappingIncrement(by: reader.corruptPackets - corruptSeen, ordering: .relaxed)
-                corruptSeen = reader.corruptPackets
+            let pcm = try running.reader.append(bytes)
+            if running.reader.corruptPackets > running.corruptSeen {
+                metrics.corruptAudioPackets.wrappingIncrement(by: running.reader.corruptPackets - running.corruptSeen, ordering: .relaxed)
+                running.corruptSeen = running.reader.corruptPackets
             }
-            guard !pcm.isEmpty else { return }
-            let before = (pending.count - pendingStart) / model.frameSize
-            pending.append(contentsOf: pcm)
-            let after = (pending.count - pendingStart) / model.frameSize
-            for _ in before..<after { frameArrivals.append(arrival) }
+            if !pcm.isEmpty {
+                pcm.withUnsafeBufferPointer { running.pipeline.capture($0.baseAddress!, count: $0.count, at: arrival, live: false) }
+            }
+            return true
         } catch {
-            failed = true
+            state = .failed
             metrics.close(.badAudio)
             sink(.fatal(message: "bad audio from the client: \(error). Send Ogg pages of Opus packets, 24 kHz mono.", code: 1007))
+            return false
         }
     }
 
-    private func trimBacklog() {
-        let excess = pendingFrames - limits.maxBacklogFrames
-        guard excess > 0 else { return }
-        pendingStart += excess * model.frameSize
-        frameArrivals.removeFirst(excess)
-        metrics.droppedInputFrames.wrappingIncrement(by: excess, ordering: .relaxed)
-    }
-
-    private func processOneFrame() {
-        guard let processor, let writer else { return }
-        let n = model.frameSize
-        var stamps = FrameTimestamps()
-        stamps.inputEnd = frameArrivals.removeFirst()
-        stamps.dequeued = clock.now()
-        pending.withUnsafeBufferPointer { src in
-            inputFrame.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: src.baseAddress! + pendingStart, count: n) }
-        }
-        pendingStart += n
-        if pendingStart >= 16 * n {  // compact now and then, not per frame
-            pending.removeFirst(pendingStart)
-            pendingStart = 0
-        }
-        let token = inputFrame.withUnsafeBufferPointer { input in
-            outputFrame.withUnsafeMutableBufferPointer { output in
-                processor.process(input.baseAddress!, output: output.baseAddress!, stamps: &stamps, clock: clock)
-            }
-        }
-        let processed = clock.now()
-        if let failure = processor.failure {
-            failed = true
+    private func answerOneFrame(_ running: Running) {
+        let pipeline = running.pipeline
+        guard pipeline.step() else { return }
+        if let failure = running.processor.failure {
+            state = .failed
             metrics.close(.modelFailed)
             sink(.fatal(message: "the model stopped: \(failure)", code: 1011))
             return
         }
-        let audio = outputFrame.withUnsafeBufferPointer { writer.append($0) }
-        let text = token.flatMap(model.tokenText)
-        stamps.outputStart = clock.now()
-        metrics.recordFrame(stamps, processed: processed)
+        var text: String?
+        pipeline.drainText { event in
+            if let piece = model.tokenText(event.token) { text = (text ?? "") + piece }
+        }
+        let n = running.output.count
+        running.output.withUnsafeMutableBufferPointer { pipeline.playback(into: $0.baseAddress!, count: n, at: clock.now()) }
+        let audio = running.output.withUnsafeBufferPointer { running.writer.append($0) }
+        let sent = clock.now()
+        pipeline.drainFinished { stamps in
+            var s = stamps
+            s.outputStart = sent
+            metrics.recordFrame(s, processed: s.decoded)
+        }
         sink(.frame(audio: audio, text: text))
     }
 }

@@ -23,8 +23,12 @@ struct Bench: ParsableCommand {
     @Flag(help: "Made-up weights for --config instead of a model folder.")
     var randomWeights = false
 
-    @Option(help: "Architecture for --random-weights: default, small, medium, 7b, or a config.json path.")
-    var config: String = "default"
+    @Option(help: "Architecture for --random-weights: default, small, medium, 7b, or a config.json path (default: default).")
+    var config: String?
+
+    @Option(name: .customLong("context-fill"),
+            help: "LM steps already in the context before the measured frames (e.g. 3000: a full context, where attention reads the whole window). Filled as real steps would fill it, without their cost.")
+    var contextFill: Int = 0
 
     @Option(help: "Input audio: WAV (any rate, mixed to mono) or raw s16le 24 kHz; default: a built-in speech-like signal.")
     var input: String?
@@ -41,11 +45,11 @@ struct Bench: ParsableCommand {
     @Flag(help: "Run through ALSA devices so their buffers are included.")
     var alsa = false
 
-    @Option(name: [.customShort("i"), .long], help: "ALSA capture device for --alsa.")
-    var inputDevice: String = "default"
+    @Option(name: [.customShort("i"), .long], help: "ALSA capture device for --alsa (default: default).")
+    var inputDevice: String?
 
-    @Option(name: [.customShort("o"), .long], help: "ALSA playback device for --alsa.")
-    var outputDevice: String = "default"
+    @Option(name: [.customShort("o"), .long], help: "ALSA playback device for --alsa (default: default).")
+    var outputDevice: String?
 
     @Option(help: "Write the report as JSON here.")
     var json: String?
@@ -59,26 +63,45 @@ struct Bench: ParsableCommand {
     func validate() throws {
         if frames < 2 { throw ValidationError("--frames must be at least 2") }
         if warmup < 0 { throw ValidationError("--warmup must be ≥ 0") }
+        if contextFill < 0 { throw ValidationError("--context-fill must be ≥ 0") }
         if alsa && flatOut { throw ValidationError("--alsa runs at the devices' pace; drop --flat-out") }
+        if !alsa && (inputDevice != nil || outputDevice != nil) {
+            throw ValidationError("-i/--input-device and -o/--output-device choose ALSA devices: add --alsa (without it the harness uses a virtual microphone and speaker)")
+        }
+        if config != nil && !randomWeights { throw ValidationError("--config describes made-up weights: add --random-weights, or give --model DIR") }
+        if randomWeights && model.given { throw ValidationError("--random-weights makes its own weights: drop --model (or drop --random-weights)") }
+        if alsa && input != nil { throw ValidationError("--input is the virtual microphone's signal; with --alsa the microphone is the device") }
     }
 
     func run() throws {
         compute.apply()
         let engine = try loadEngine()
-        let session = engine.makeSession(sampling: sampling.parameters(for: engine.config))
-        let signal = try inputSignal()
-        var options = LiveRunner.Options()
+        let session = sampling.session(engine)
+        if contextFill > 0 {
+            let capacity = engine.config.context
+            if contextFill > capacity { warn("note: --context-fill \(contextFill) is beyond the LM's \(capacity)-step context; the window is simply full") }
+            try session.fillContext(steps: contextFill)
+        }
+        var options = BenchHarness.Options()
         options.frames = frames
         options.warmupFrames = warmup
-        options.realtime = !flatOut
-        let device: ALSAAudioDevice? = alsa ? try ALSAAudioDevice(input: inputDevice, output: outputDevice) : nil
-        let runner = LiveRunner(processor: session, signal: signal, options: options, allocationCount: { Allocations.total })
+        let source: FrameSource, sink: FrameSink
+        if alsa {
+            let device = try ALSAAudioDevice(input: inputDevice ?? "default", output: outputDevice ?? "default")
+            options.loop.periodFrames = device.periodFrames
+            (source, sink) = (device, device)
+        } else {
+            source = SignalSource(try inputSignal(), loop: true, realtime: !flatOut)
+            sink = flatOut ? NullSink() : VirtualSpeaker()
+        }
+        let harness = BenchHarness(processor: session, source: source, sink: sink, options: options, allocationCount: { Allocations.total })
         Allocations.start()
-        warn("running \(frames + warmup) frames (\(String(format: "%.1f", Double(frames + warmup) * 0.08)) s of audio)\(flatOut ? " flat out" : " in real time")…")
-        let report = try runner.run(device: device)
+        warn("running \(frames + warmup) frames (\(String(format: "%.1f", Double(frames + warmup) * 0.08)) s of audio)\(flatOut ? " flat out" : " in real time")"
+             + (contextFill > 0 ? " after \(contextFill) steps of context" : "") + "…")
+        let report = try harness.run(contextFrames: contextFill)
         Allocations.stop()
-        if let failure = session.failure { throw ValidationError("the model stopped: \(failure)") }
-        let title = "duplex bench: \(engine.name), \(compute.resolvedThreads) thread(s), \(flatOut ? "flat out" : alsa ? "ALSA \(inputDevice) → \(outputDevice)" : "real-time paced")"
+        let mode = flatOut ? "flat out" : alsa ? "ALSA \(inputDevice ?? "default") → \(outputDevice ?? "default")" : "real-time paced"
+        let title = "duplex bench: \(engine.name), \(compute.resolvedThreads) thread(s), \(mode)" + (contextFill > 0 ? ", context filled to \(contextFill)" : "")
         print(report.table(title: title), terminator: "")
         let c = engine.config
         let extra = ["model": engine.name, "threads": "\(compute.resolvedThreads)", "mode": flatOut ? "flat_out" : (alsa ? "alsa" : "realtime"),
@@ -88,6 +111,7 @@ struct Bench: ParsableCommand {
     }
 
     private func loadEngine() throws -> EngineModel {
+        let config = self.config ?? "default"
         // The embedded model's weights are random already, its codec shaped by its own config.
         guard randomWeights, config != "default" else {
             return randomWeights ? try ModelOption(model: ModelOption.defaultModelPath).load() : try model.load()
@@ -124,13 +148,8 @@ struct Bench: ParsableCommand {
 
     private func inputSignal() throws -> [Float] {
         guard let input else { return SpeechLikeSignal.make(samples: 12 * 24_000) }
-        let data = try Data(contentsOf: URL(fileURLWithPath: input))
-        if data.prefix(4).elementsEqual("RIFF".utf8) {
-            let wav = try WAV.decode(data, path: input)
-            return Resampler.resample(wav.mono(), from: wav.sampleRate, to: 24_000)
-        }
-        guard data.count % 2 == 0 else { throw ValidationError("\(input): raw input must be s16le (an even number of bytes)") }
-        return data.withUnsafeBytes { raw in (0..<(data.count / 2)).map { PCM.float(from: Int16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * $0, as: Int16.self))) } }
+        let header = FileHandle(forReadingAtPath: input)?.readData(ofLength: 4) ?? Data()
+        return try CodecAudio.read(input, raw: !header.elementsEqual("RIFF".utf8), sampleRate: 24_000)
     }
 
     private func write(_ text: String, to path: String) throws {

@@ -6,10 +6,15 @@ import Foundation
 /// `--model` for every command that runs the whole engine; defaults to the embedded model.
 struct ModelOption: ParsableArguments {
     @Option(help: "Model folder: Kyutai's layout (model.safetensors, tokenizer-e351c8d8-checkpoint125.safetensors, tokenizer_spm_32k_3.model, optional config.json), or the embedded default.")
-    var model: String = ModelOption.defaultModelPath
+    var model: String?
 
     init() {}
     init(model: String) { self.model = model }
+
+    /// The folder to load: the one given, else the embedded default.
+    var path: String { model ?? Self.defaultModelPath }
+    /// Whether --model was given (commands that run no local model refuse it).
+    var given: Bool { model != nil }
 
     /// models/default next to the source tree the binary was built from, else beside the binary.
     static var defaultModelPath: String {
@@ -23,7 +28,7 @@ struct ModelOption: ParsableArguments {
 
     func load() throws -> EngineModel {
         let start = Date()
-        let folder = try ModelFolder(model)
+        let folder = try ModelFolder(path)
         for note in folder.notes { warn("note: \(note)") }
         let engine = try EngineModel.load(folder: folder)
         let kind = folder.randomWeightsSeed != nil ? "random weights, untrained" : "weights from files"

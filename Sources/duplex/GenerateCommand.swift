@@ -4,10 +4,10 @@ import DuplexCore
 import DuplexEngine
 import Foundation
 
-/// Offline file mode, like Kyutai's `run_inference`: the whole input goes through the same
-/// streaming step a live conversation uses, one 80 ms frame at a time. As run_inference does, the
-/// first frame is fed twice so it is not swallowed by the initial tokens of call 0: n input frames
-/// give n output frames.
+/// Offline file mode, like Kyutai's `run_inference`: the whole input goes through the same Session
+/// and pipeline a live conversation uses, one 80 ms frame at a time, so it answers exactly as
+/// `pipe` does for the same input and seed (the output as long as the input). `--first-frame
+/// run-inference` feeds the first frame to the LM twice, as run_inference does.
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a recording (or user codes) through Moshi offline, frame by frame.",
@@ -19,7 +19,7 @@ struct Generate: ParsableCommand {
             """)
 
     @OptionGroup var modelOption: ModelOption
-    var model: String { modelOption.model }
+    var model: String { modelOption.path }
 
     @Option(help: "User audio (WAV, 24 kHz mono).")
     var input: String?
@@ -57,35 +57,51 @@ struct Generate: ParsableCommand {
         let folder = try ModelFolder(model)
         for note in folder.notes { warn("note: \(note)") }
         // Check every file the run will need before the long part starts.
-        let mimi = (input != nil || output != nil) ? try folder.loadMimi() : nil
-        let tokenizer = text != nil ? try folder.loadTokenizer() : nil
-        let user: UserCodes
-        if let input, let mimi {
-            let audio = try CodecAudio.read(input, raw: false, sampleRate: mimi.config.sampleRate)
-            let codes = mimi.encode(audio)
-            guard codes.frames > 0 else { throw ValidationError("\(input): no audio") }
-            user = UserCodes(frames: codes.frames, codebooks: codes.codebooks, values: codes.values)
-            warn(String(format: "encoded %@: %d frames (%.2f s)", input, codes.frames, Double(codes.frames) * 0.08))
-        } else {
-            user = try readUserCodes(folder.config)
+        let audioIn = try input.map { try CodecAudio.read($0, raw: false, sampleRate: 24_000) }
+        if let audioIn, audioIn.isEmpty { throw ValidationError("\(input!): no audio") }
+        let userCodes = audioIn == nil ? try readUserCodes(folder.config) : nil
+        let engine = try EngineModel.load(folder: folder, codec: input != nil || output != nil, tokenizer: text != nil)
+        // The same Session every other use runs, so generate answers as pipe, talk and serve do.
+        let session = sampling.session(engine)
+        var produced: [[Int32]] = []
+        session.onTokens = { produced.append(Array($0)) }
+        let progress = FrameProgress()
+        var audioOut: [Float] = []
+        if let audioIn {
+            let frames = min((audioIn.count + engine.frameSize - 1) / engine.frameSize, maxFrames ?? Int.max)
+            let samples = Array(audioIn.prefix(frames * engine.frameSize))
+            let sink = CollectingSink(reservingCapacity: frames * engine.frameSize)
+            do {
+                _ = try FrameLoop.runInline(processor: session, source: SignalSource(samples), sink: sink) { _ in progress.tick() }
+            } catch {
+                throw CLIError("\(error)")
+            }
+            audioOut = Array(sink.samples.prefix(samples.count))
+        } else if let userCodes {
+            let frames = min(userCodes.frames, maxFrames ?? Int.max)
+            var frame = [Float](repeating: 0, count: engine.frameSize)
+            for t in 0..<frames {
+                let codes = userCodes.frame(t, count: engine.config.userStreams)
+                if output != nil {
+                    _ = try frame.withUnsafeMutableBufferPointer { try session.step(userCodes: codes, output: $0.baseAddress!) }
+                    audioOut.append(contentsOf: frame)
+                } else {
+                    _ = try session.step(userCodes: codes)
+                }
+                progress.tick()
+            }
         }
-        let lm = try folder.loadLM()
-        let gen = LMGen(model: lm, sampling: sampling.parameters(for: folder.config))
-        let frames = min(user.frames, maxFrames ?? Int.max)
-        let produced = try run(gen, user: user, frames: frames)
+        progress.finish(produced: produced.count)
         let depQ = folder.config.depQ
         if let outputCodes {
             try NPY.writeInt32(outputCodes, NPY.Array(shape: [1 + depQ, produced.count],
                                                       int32: transposed(produced, rows: 1 + depQ)))
         }
-        if let output, let mimi {
-            var values = [Int32](repeating: 0, count: depQ * produced.count)
-            for (t, f) in produced.enumerated() { for k in 0..<depQ { values[k * produced.count + t] = f[1 + k] } }
-            let audio = try mimi.decode(MimiCodes(codebooks: depQ, frames: produced.count, values: values))
-            try WAV(sampleRate: mimi.config.sampleRate, channels: 1, samples: audio).write(to: output)
-            warn(String(format: "wrote %@ (%.2f s)", output, Double(audio.count) / Double(mimi.config.sampleRate)))
+        if let output {
+            try WAV(sampleRate: 24_000, channels: 1, samples: audioOut).write(to: output)
+            warn(String(format: "wrote %@ (%.2f s)", output, Double(audioOut.count) / 24_000))
         }
-        if let text, let tokenizer {
+        if let text, let tokenizer = engine.tokenizer {
             let c = folder.config
             let special = TextStreamSpecialIds(epad: c.textEndPaddingId, pad: c.textPaddingId, start: c.textCard)
             let transcript = try tokenizer.transcript(produced.map { Int($0[0]) }, special: special)
@@ -120,30 +136,26 @@ struct Generate: ParsableCommand {
         return UserCodes(frames: t, codebooks: k, values: array.int32)
     }
 
-    /// The streaming loop: each produced frame as [1 + depQ] tokens.
-    private func run(_ gen: LMGen, user: UserCodes, frames: Int) throws -> [[Int32]] {
-        var state = gen.makeState()
-        let streams = gen.config.userStreams
-        var produced: [[Int32]] = []
-        produced.reserveCapacity(frames)
-        let start = DispatchTime.now().uptimeNanoseconds
-        var lastReport = start
-        for t in 0..<frames {
-            let codes = user.frame(t, count: streams)
-            if t == 0 { _ = try gen.step(userCodes: codes, state: &state) }   // run_inference's first-frame rule
-            if let frame = try gen.step(userCodes: codes, state: &state) { produced.append(frame) }
-            let now = DispatchTime.now().uptimeNanoseconds
-            if now - lastReport > 2_000_000_000 {
-                lastReport = now
-                let ms = Double(now - start) / 1e6 / Double(t + 1)
-                warn(String(format: "frame %d/%d, %.1f ms/frame", t + 1, frames, ms))
-            }
+    /// A progress line every 2 s on stderr, and the figures at the end.
+    final class FrameProgress {
+        private let clock = MonotonicClock()
+        private let start: UInt64
+        private var last: UInt64
+        private var frames = 0
+        init() { start = clock.now(); last = start }
+        func tick() {
+            frames += 1
+            let now = clock.now()
+            guard now - last > 2_000_000_000 else { return }
+            last = now
+            warn(String(format: "frame %d, %.1f ms/frame", frames, Double(now - start) / 1e6 / Double(frames)))
         }
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        warn(String(format: "generated %d frames (%.1f s of audio) in %.1f s: %.1f ms/frame, real-time factor %.2f",
-                    produced.count, Double(produced.count) * 0.08, seconds, seconds * 1000 / Double(max(1, frames + 1)),
-                    seconds / max(1e-9, Double(frames) * 0.08)))
-        return produced
+        func finish(produced: Int) {
+            let seconds = Double(clock.now() - start) / 1e9
+            warn(String(format: "generated %d frames (%.1f s of audio) in %.1f s: %.1f ms/frame, real-time factor %.2f",
+                        produced, Double(produced) * 0.08, seconds, seconds * 1000 / Double(max(1, frames)),
+                        seconds / max(1e-9, Double(frames) * 0.08)))
+        }
     }
 
     private func transposed(_ frames: [[Int32]], rows: Int) -> [Int32] {

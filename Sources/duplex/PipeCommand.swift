@@ -40,29 +40,38 @@ struct Pipe: ParsableCommand {
         compute.apply()
         signal(SIGPIPE, SIG_IGN)
         let engine = try model.load()
-        let session = engine.makeSession(sampling: sampling.parameters(for: engine.config))
-        var options = PipeRunner.Options()
-        options.format = SampleFormat(rawValue: format)!
-        options.rate = rate
-        options.realtime = realtime
-        let textHandle: FileHandle
-        if let text {
-            guard FileManager.default.createFile(atPath: text, contents: nil) , let h = FileHandle(forWritingAtPath: text) else {
-                throw ValidationError("cannot write --text \(text)")
+        let session = sampling.session(engine)
+        let textOut = try TextOutput(path: text)
+        let format = SampleFormat(rawValue: self.format)!
+        let length = PCMStreamLength()
+        let source = PCMStreamSource(fd: STDIN_FILENO, format: format, rate: rate, realtime: realtime, length: length)
+        let sink = PCMStreamSink(fd: STDOUT_FILENO, format: format, rate: rate, length: length)
+        let frameSeconds = Double(engine.frameSize) / 24_000
+        do {
+            _ = try FrameLoop.runInline(processor: session, source: source, sink: sink) { pipeline in
+                pipeline.drainText { event in
+                    guard let piece = engine.displayText(event.token) else { return }
+                    textOut.write(String(format: "%8.2f\t%@\n", Double(event.frame) * frameSeconds, piece))
+                }
             }
-            textHandle = h
-        } else {
-            textHandle = FileHandle.standardError
+        } catch {
+            throw CLIError("\(error)")
         }
-        let runner = PipeRunner(processor: session, options: options) { token, seconds in
-            guard let piece = engine.displayText(token) else { return }
-            textHandle.write(String(format: "%8.2f\t%@\n", seconds, piece).data(using: .utf8)!)
+        if source.trailingBytes > 0 {
+            warn("warning: input ended with \(source.trailingBytes) byte(s) that do not make a whole \(self.format) sample; ignored")
         }
-        let summary = try runner.run(input: STDIN_FILENO, output: STDOUT_FILENO)
-        if let failure = session.failure { throw ValidationError("the model stopped: \(failure)") }
-        if summary.trailingBytes > 0 {
-            warn("warning: input ended with \(summary.trailingBytes) byte(s) that do not make a whole \(format) sample; ignored")
-        }
-        if let text { try? textHandle.close(); _ = text }
     }
+}
+
+/// Where a command's text goes: a file (`--text FILE`) or stderr.
+final class TextOutput {
+    private let handle: FileHandle
+    init(path: String?) throws {
+        guard let path else { handle = .standardError; return }
+        guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path) else {
+            throw ValidationError("cannot write --text \(path)")
+        }
+        handle = h
+    }
+    func write(_ s: String) { handle.write(Data(s.utf8)) }
 }

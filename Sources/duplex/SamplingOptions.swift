@@ -1,5 +1,6 @@
 import ArgumentParser
 import DuplexCore
+import DuplexEngine
 import Foundation
 
 /// Sampling options shared by every command that runs the LM (`generate`, `talk`, `pipe`, `serve`).
@@ -21,13 +22,27 @@ struct SamplingOptions: ParsableArguments {
     @Option(help: "Seed of the sampling random stream (a run replays exactly).")
     var seed: UInt64 = 42_424_242
 
+    @Option(name: .customLong("first-frame"),
+            help: "What happens to the first input frame: server (Kyutai's server: the codec restarts after it; n frames in, n out, the first silent) or run-inference (Kyutai's run_inference: its codes reach the LM twice).")
+    var firstFrame: String = FirstFrameRule.kyutaiServer.rawValue
+
     func validate() throws {
+        guard FirstFrameRule(rawValue: firstFrame) != nil else {
+            throw ValidationError("--first-frame must be server or run-inference, got \(firstFrame)")
+        }
         for (name, t) in [("--temperature", temperature), ("--text-temperature", textTemperature)] {
             if let t, !(t >= 0 && t.isFinite) { throw ValidationError("\(name) must be ≥ 0, got \(t)") }
         }
         for (name, k) in [("--top-k", topK), ("--text-top-k", textTopK)] {
             if let k, k < 0 { throw ValidationError("\(name) must be ≥ 0, got \(k)") }
         }
+    }
+
+    var firstFrameRule: FirstFrameRule { FirstFrameRule(rawValue: firstFrame) ?? .kyutaiServer }
+
+    /// A conversation over `engine` with these settings.
+    func session(_ engine: EngineModel) -> Session {
+        engine.makeSession(sampling: parameters(for: engine.config), firstFrame: firstFrameRule)
     }
 
     func parameters(for config: LMConfig) -> SamplingParameters {

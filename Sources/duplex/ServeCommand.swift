@@ -46,8 +46,10 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         compute.apply()
         let chatModel: ChatModel
+        let engine: EngineModel
         do {
-            chatModel = try makeSessionFactory(engine: model.load(), sampling: sampling)
+            engine = try model.load()
+            chatModel = try makeSessionFactory(engine: engine, sampling: sampling)
         } catch {
             warn("duplex serve: \(error)")
             throw ExitCode(2)
@@ -63,10 +65,14 @@ struct Serve: AsyncParsableCommand {
         if let maxSessions {
             config.maxSessions = maxSessions
         } else {
-            let estimate = try ServerCapacity.measure(chatModel)
+            // Capacity must hold for a long conversation, whose attention reads a full context.
+            let context = engine.config.context
+            let estimate = try ServerCapacity.measure(chatModel, contextFrames: context) { processor in
+                try (processor as? Session)?.fillContext(steps: context)
+            }
             config.maxSessions = estimate.sessions
-            warn(String(format: "duplex serve: %.1f ms per frame → %d session%@ in real time (override with --max-sessions)",
-                        estimate.frameSeconds * 1000, estimate.sessions, estimate.sessions == 1 ? "" : "s"))
+            warn(String(format: "duplex serve: %.1f ms per frame at a full %d-step context → %d session%@ in real time (override with --max-sessions)",
+                        estimate.frameSeconds * 1000, context, estimate.sessions, estimate.sessions == 1 ? "" : "s"))
         }
         let server = ChatServer(model: chatModel, configuration: config)
         try await server.start()
@@ -106,7 +112,7 @@ func makeSessionFactory(engine: EngineModel, sampling: SamplingOptions) throws -
                          if let v = parameters.audioTemperature { p.audioTemperature = v }
                          if let v = parameters.audioTopK { p.audioTopK = v }
                          if let v = parameters.textSeed ?? parameters.audioSeed { p.seed = v }
-                         return engine.makeSession(sampling: p)
+                         return engine.makeSession(sampling: p, firstFrame: sampling.firstFrameRule)
                      },
                      tokenText: { engine.displayText($0) })
 }

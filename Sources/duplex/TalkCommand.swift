@@ -6,25 +6,28 @@ import DuplexServer
 import Foundation
 import Synchronization
 
-/// A live spoken conversation at the terminal: ALSA in and out, full duplex, the inner monologue
-/// as live text, level meters and lag on a status line; Ctrl-C ends with a summary.
+/// A live spoken conversation at the terminal: ALSA in and out (or stdin/stdout with --pipe), full
+/// duplex, the inner monologue as live text, level meters and lag on a status line; Ctrl-C ends
+/// with a summary. The model runs here, or on a server with --connect: either way the same live
+/// loop carries the audio.
 struct Talk: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Talk with the model live: microphone in, speaker out, the inner monologue as text.",
         discussion: """
             Devices are ALSA names (`duplex devices` lists them): default, plughw:1,0, … Devices that only offer \
             44.1/48 kHz or stereo are resampled and mixed. --connect ws://HOST:PORT talks to a model served \
-            elsewhere (`duplex serve`, or Kyutai's own server) with Opus on the wire. Use headphones: there is no \
-            echo cancellation, so the model would hear itself.
+            elsewhere (`duplex serve`, or Kyutai's own server) with Opus on the wire. --pipe replaces the sound \
+            card by raw s16le 24 kHz on stdin/stdout, paced in real time. Use headphones: there is no echo \
+            cancellation, so the model would hear itself.
             """)
 
     @OptionGroup var model: ModelOption
 
-    @Option(name: [.customShort("i"), .long], help: "ALSA capture device.")
-    var inputDevice = "default"
+    @Option(name: [.customShort("i"), .long], help: "ALSA capture device (default: default).")
+    var inputDevice: String?
 
-    @Option(name: [.customShort("o"), .long], help: "ALSA playback device.")
-    var outputDevice = "default"
+    @Option(name: [.customShort("o"), .long], help: "ALSA playback device (default: default).")
+    var outputDevice: String?
 
     @Option(help: "Record the conversation as stereo WAV (user left, system right).")
     var record: String?
@@ -35,23 +38,141 @@ struct Talk: AsyncParsableCommand {
     @Option(help: "Token for --connect (a server started with --token).")
     var token: String?
 
-    @Option(help: "Stop after this many seconds (default: until Ctrl-C).")
+    @Option(help: "Stop after this many seconds (default: until Ctrl-C or the end of --pipe's input).")
     var seconds: Double?
 
-    @Flag(help: "With --connect: no sound card; raw s16le 24 kHz mono from stdin is the microphone (paced in real time) and the answer goes to stdout.")
+    @Flag(help: "No sound card: raw s16le 24 kHz mono from stdin is the microphone (paced in real time) and the answer goes to stdout; text and the summary go to stderr.")
     var pipe = false
 
     @OptionGroup var sampling: SamplingOptions
     @OptionGroup var compute: ComputeOptions
 
+    func validate() throws {
+        if connect == nil && token != nil { throw ValidationError("--token is for --connect (a server started with --token); a local model needs none") }
+        if connect != nil && model.given { throw ValidationError("--model runs a local model; with --connect the server's model answers: drop one of them") }
+        if connect != nil && compute.threads != nil { throw ValidationError("-t/--threads sets local compute threads; with --connect nothing is computed here") }
+        if connect != nil && sampling.firstFrame != FirstFrameRule.kyutaiServer.rawValue {
+            throw ValidationError("--first-frame applies to a local model; a server applies its own rule")
+        }
+        if pipe && (inputDevice != nil || outputDevice != nil) { throw ValidationError("--pipe replaces the sound card (stdin/stdout): drop -i/-o") }
+        if let seconds, !(seconds > 0) { throw ValidationError("--seconds must be > 0") }
+    }
+
     func run() async throws {
         compute.apply()
+        signal(SIGPIPE, SIG_IGN)
         let stop = StopSignal()
+        let processor: FrameProcessor
+        let remote: RemoteConversation?
+        let engine: EngineModel?
         if let connect {
-            try await RemoteTalk(options: self, url: connect, stop: stop).run()
+            let conversation = RemoteConversation()
+            let p = sampling
+            let parameters = SessionParameters(textTemperature: p.textTemperature, textTopK: p.textTopK, audioTemperature: p.temperature,
+                                               audioTopK: p.topK, textSeed: p.seed, audioSeed: p.seed)
+            do {
+                try await conversation.connect(url: connect, parameters: parameters, token: token)
+            } catch {
+                throw CLIError("cannot talk to \(connect): \(error)")
+            }
+            (processor, remote, engine) = (conversation, conversation, nil)
         } else {
-            try LocalTalk(options: self, stop: stop).run()
+            let loaded = try model.load()
+            (processor, remote, engine) = (sampling.session(loaded), nil, loaded)
         }
+        let result = Result { try converse(processor: processor, engine: engine, remote: remote, stop: stop) }
+        if let remote { await remote.close() }
+        try result.get()
+    }
+
+    /// The live loop over the chosen source and sink, the screen, and the summary.
+    private func converse(processor: FrameProcessor, engine: EngineModel?, remote: RemoteConversation?, stop: StopSignal) throws {
+        let source: FrameSource, sink: FrameSink
+        var options = LiveLoop.Options()
+        options.recordSeconds = record == nil ? nil : 10
+        var device: ALSAAudioDevice?
+        if pipe {
+            source = PCMStreamSource(fd: STDIN_FILENO, realtime: true, tailFrames: 0)
+            sink = PCMStreamSink(fd: STDOUT_FILENO, paced: true)
+        } else {
+            let d = try ALSAAudioDevice(input: inputDevice ?? "default", output: outputDevice ?? "default")
+            options.periodFrames = d.periodFrames
+            (source, sink, device) = (d, d, d)
+        }
+        let loop = LiveLoop(processor: processor, source: source, sink: sink, options: options)
+        let ui = TerminalUI(toStderr: pipe)
+        let who = remote == nil ? (engine?.name ?? "") : "connected to \(connect ?? "")"
+        if let device {
+            let capture = device.capture, playback = device.playback
+            ui.start("duplex talk — \(who) — mic \(capture.name) (\(capture.sampleRate) Hz × \(capture.channels)) → "
+                     + "speaker \(playback.name) (\(playback.sampleRate) Hz × \(playback.channels)). Ctrl-C to stop.")
+        } else {
+            ui.start("duplex talk — \(who) — stdin → stdout (s16le 24 kHz, real time). Ctrl-C to stop.")
+        }
+        var decoder = engine.flatMap { e in e.tokenizer.map { IncrementalDecoder(tokenizer: $0, special: TextStreamSpecialIds(
+            epad: e.config.textEndPaddingId, pad: e.config.textPaddingId, start: e.config.textCard)) } }
+        var recent = Percentiles(capacity: 64)
+        var all = Percentiles()
+        var previous: FrameTimestamps?
+        let clock = MonotonicClock()
+        let started = clock.now()
+        let limit = seconds.map { UInt64($0 * 1e9) }
+        var failure: Error?
+        var end = LiveLoop.End.stopped
+        do {
+            end = try loop.run(shouldStop: {
+                stop.isSet || (limit.map { clock.now() - started >= $0 } ?? false) || remote?.closedWithCode != nil
+            }, onTick: { finished in
+                loop.pipeline.drainText { event in
+                    let piece = decoder != nil ? decoder!.push(Int(event.token)) : engine?.displayText(event.token)
+                    if let piece, !piece.isEmpty { ui.append(piece) }
+                }
+                for piece in remote?.drainText() ?? [] { ui.append(piece) }
+                if remote == nil {
+                    for stamps in finished {
+                        if let p = previous, p != stamps {
+                            let total = LatencyBreakdown(frame: p, response: stamps).total
+                            recent.record(total)
+                            all.record(total)
+                        }
+                        previous = stamps
+                    }
+                }
+                var line = "in \(TerminalUI.meter(loop.inputLevel.level)) out \(TerminalUI.meter(loop.outputLevel.level)) "
+                if let remote {
+                    line += " late \(remote.late) frame(s)"
+                } else {
+                    line += String(format: "latency %3.0f ms", recent.count > 0 ? recent.percentile(50) : 0)
+                        + "  lag \(loop.pipeline.queuedInputFrames) frame(s)"
+                }
+                if let device { line += "  xruns in \(device.xruns.capture) out \(device.xruns.playback)" }
+                ui.status(line)
+            })
+        } catch {
+            failure = error
+        }
+        var notes: [String] = []
+        if let record, let recorder = loop.recorder {
+            let seconds = try recorder.write(to: record)
+            notes.append(String(format: "recorded %.1f s to %@ (user left, system right)", seconds, record))
+        }
+        let c = loop.pipeline.counters
+        var summary = String(format: "%d frames (%.1f s).", c.framesProcessed, Double(c.framesProcessed) * 0.08)
+        if remote == nil {
+            summary += String(format: " Mic-to-speaker latency p50 %.0f ms, p95 %.0f ms, p99 %.0f ms.", all.percentile(50), all.percentile(95), all.percentile(99))
+        }
+        summary += " Underruns \(c.underruns), overruns \(c.overruns), dropped input frames \(c.droppedInputFrames)"
+        if let device { summary += ", xruns in \(device.xruns.capture) out \(device.xruns.playback)" }
+        summary += "."
+        if let remote {
+            summary += " Late frames (played as silence) \(remote.late)."
+            if let code = remote.closedWithCode { summary += " The server closed the connection (code \(code))." }
+            if let message = remote.errorMessage { summary += " Server error: \(message)." }
+        }
+        if let note = loop.priorityNote { summary += " Audio threads: \(note)." }
+        if end == .endOfInput { summary += " End of input." }
+        ui.finish(([summary] + notes).joined(separator: "\n"))
+        if let failure { throw CLIError("\(failure)") }
     }
 }
 
@@ -72,69 +193,4 @@ final class StopSignal: @unchecked Sendable {
 
     var isSet: Bool { flag.load(ordering: .relaxed) }
     func set() { flag.store(true, ordering: .relaxed) }
-}
-
-/// Writes the conversation as stereo: user (microphone) left, system (speaker) right.
-func writeRecording(_ path: String, user: [Float], system: [Float]) throws {
-    let n = max(user.count, system.count)
-    var interleaved = [Float](repeating: 0, count: 2 * n)
-    for i in 0..<user.count { interleaved[2 * i] = user[i] }
-    for i in 0..<system.count { interleaved[2 * i + 1] = system[i] }
-    try WAV(sampleRate: 24_000, channels: 2, samples: interleaved).write(to: path)
-    warn(String(format: "recorded %.1f s to %@ (user left, system right)", Double(n) / 24_000, path))
-}
-
-struct LocalTalk {
-    let options: Talk
-    let stop: StopSignal
-
-    func run() throws {
-        let engine = try options.model.load()
-        let session = engine.makeSession(sampling: options.sampling.parameters(for: engine.config))
-        let device = try ALSAAudioDevice(input: options.inputDevice, output: options.outputDevice)
-        if options.record != nil { device.enableRecording() }
-        var runOptions = LiveRunner.Options()
-        runOptions.frames = Int.max
-        runOptions.warmupFrames = 0
-        let runner = LiveRunner(processor: session, signal: [], options: runOptions)
-        let ui = TerminalUI()
-        let capture = device.capture, playback = device.playback
-        ui.start("duplex talk — \(engine.name) — mic \(capture.name) (\(capture.sampleRate) Hz × \(capture.channels)) → "
-                 + "speaker \(playback.name) (\(playback.sampleRate) Hz × \(playback.channels)). Ctrl-C to stop.")
-        var decoder = engine.tokenizer.map { IncrementalDecoder(tokenizer: $0, special: TextStreamSpecialIds(
-            epad: engine.config.textEndPaddingId, pad: engine.config.textPaddingId, start: engine.config.textCard)) }
-        var user: [Float] = [], system: [Float] = []
-        var recent = Percentiles(capacity: 64)
-        var previous: FrameTimestamps?
-        let started = Date()
-        let report = try runner.run(device: device, shouldStop: {
-            stop.isSet || (options.seconds.map { Date().timeIntervalSince(started) >= $0 } ?? false) || session.failure != nil
-        }, onTick: { pipeline, finished in
-            pipeline.drainText { event in
-                let piece: String?
-                if decoder != nil { piece = decoder!.push(Int(event.token)) } else { piece = engine.displayText(event.token) }
-                if let piece, !piece.isEmpty { ui.append(piece) }
-            }
-            for stamps in finished {
-                if let p = previous, p != stamps { recent.record(LatencyBreakdown(frame: p, response: stamps).total) }
-                previous = stamps
-            }
-            if options.record != nil { device.drainRecording(user: &user, system: &system) }
-            let xruns = device.xruns
-            ui.status("in \(TerminalUI.meter(device.inputLevel)) out \(TerminalUI.meter(device.outputLevel)) "
-                      + String(format: "latency %3.0f ms", recent.count > 0 ? recent.percentile(50) : 0)
-                      + "  lag \(pipeline.queuedInputFrames) frame(s)  xruns in \(xruns.capture) out \(xruns.playback)")
-        })
-        if let failure = session.failure { ui.finish(""); throw ValidationError("the model stopped: \(failure)") }
-        if let record = options.record {
-            device.drainRecording(user: &user, system: &system)
-            try writeRecording(record, user: user, system: system)
-        }
-        let l = report.latency
-        ui.finish(String(format: "%d frames (%.1f s). Mic-to-speaker latency p50 %.0f ms, p95 %.0f ms, p99 %.0f ms. ",
-                         report.counters.framesProcessed, Double(report.counters.framesProcessed) * 0.08,
-                         l.percentile(50), l.percentile(95), l.percentile(99))
-                  + "Underruns \(report.counters.underruns), overruns \(report.counters.overruns), "
-                  + "xruns in \(device.xruns.capture) out \(device.xruns.playback), dropped input frames \(report.counters.droppedInputFrames).")
-    }
 }

@@ -5,14 +5,18 @@ import Foundation
 /// line (input and output level meters, lag, xruns) redrawn in place. Without a terminal (stdout
 /// redirected) it prints the text alone.
 final class TerminalUI {
-    let isTerminal = isatty(STDOUT_FILENO) == 1
+    let isTerminal: Bool
+    private let fd: Int32
     private var text: MonologueText
     private var column = 0
     private var lastStatus = Date.distantPast
 
-    init() {
+    /// `toStderr`: stdout carries audio (`talk --pipe`), so the screen is stderr.
+    init(toStderr: Bool = false) {
+        fd = toStderr ? STDERR_FILENO : STDOUT_FILENO
+        isTerminal = isatty(fd) == 1
         var size = winsize()
-        let width = ioctl(STDOUT_FILENO, UInt(TIOCGWINSZ), &size) == 0 && size.ws_col > 0 ? Int(size.ws_col) : 80
+        let width = ioctl(fd, UInt(TIOCGWINSZ), &size) == 0 && size.ws_col > 0 ? Int(size.ws_col) : 80
         text = MonologueText(width: max(20, width - 1))
     }
 
@@ -59,7 +63,7 @@ final class TerminalUI {
     }
 
     private func write(_ s: String) {
-        FileHandle.standardOutput.write(s.data(using: .utf8)!)
+        (fd == STDERR_FILENO ? FileHandle.standardError : FileHandle.standardOutput).write(Data(s.utf8))
     }
 }
 

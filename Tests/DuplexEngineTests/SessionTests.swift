@@ -95,7 +95,7 @@ final class SessionTests: XCTestCase {
         let engine = try Self.engine.get()
         let input = voice(5)
         let viaSession = converse(engine.makeSession(sampling: .greedy), input, frames: 5)
-        let mimi = engine.mimi, codec = mimi.makeState()
+        let mimi = try XCTUnwrap(engine.mimi), codec = mimi.makeState()
         let gen = LMGen(model: engine.lm, sampling: .greedy)
         var lm = gen.makeState()
         var codes = [Int32](repeating: 0, count: mimi.numCodebooks)
@@ -112,5 +112,80 @@ final class SessionTests: XCTestCase {
             }
         }
         XCTAssertEqual(viaSession.audio, audio)
+    }
+
+    func testRunInferenceRuleFeedsTheFirstFrameTwiceAndKeepsTheCodec() throws {
+        // Kyutai's run_inference: the first frame's codes reach LMGen twice, the codec is not
+        // restarted: n frames in give n answers (none silent).
+        let engine = try Self.engine.get()
+        let input = voice(5)
+        let viaSession = converse(engine.makeSession(sampling: .greedy, firstFrame: .runInference), input, frames: 5)
+        let mimi = try XCTUnwrap(engine.mimi), codec = mimi.makeState()
+        let gen = LMGen(model: engine.lm, sampling: .greedy)
+        var lm = gen.makeState()
+        var codes = [Int32](repeating: 0, count: mimi.numCodebooks)
+        var audio = [Float]()
+        for f in 0..<5 {
+            input.withUnsafeBufferPointer { mimi.encodeStep($0.baseAddress! + f * 1920, codes: &codes, state: codec) }
+            if f == 0 { _ = try gen.step(userCodes: codes, state: &lm) }
+            let out = try XCTUnwrap(try gen.step(userCodes: codes, state: &lm), "every call after the doubled first one answers")
+            var pcm = [Float](repeating: 0, count: 1920)
+            try mimi.decodeStep(Array(out[1...8]), codebooks: 8, output: &pcm, state: codec)
+            audio += pcm
+        }
+        XCTAssertEqual(viaSession.audio, audio)
+        XCTAssertNotEqual(viaSession.audio, converse(engine.makeSession(sampling: .greedy), input, frames: 5).audio,
+                          "the two rules answer differently: the option is not ignored")
+    }
+
+    func testCodesInGiveTheSameTokensAsAudioIn() throws {
+        // generate --input-codes runs the same Session step: the tokens of an audio conversation,
+        // replayed from its user codes, come out identical.
+        let engine = try Self.engine.get()
+        let mimi = try XCTUnwrap(engine.mimi)
+        let input = voice(6)
+        let session = engine.makeSession(sampling: .greedy)
+        var fromAudio: [[Int32]] = []
+        session.onTokens = { fromAudio.append(Array($0)) }
+        _ = converse(session, input, frames: 6)
+        // The user codes the session saw (the codec restarted after frame 0, as the server rule says).
+        let codec = mimi.makeState()
+        var userCodes: [[Int32]] = []
+        var codes = [Int32](repeating: 0, count: mimi.numCodebooks)
+        for f in 0..<6 {
+            input.withUnsafeBufferPointer { mimi.encodeStep($0.baseAddress! + f * 1920, codes: &codes, state: codec) }
+            if f == 0 { codec.reset() }
+            userCodes.append(codes)
+        }
+        let replay = engine.makeSession(sampling: .greedy)
+        var fromCodes: [[Int32]] = []
+        for c in userCodes { if let out = try replay.step(userCodes: c) { fromCodes.append(out) } }
+        XCTAssertEqual(fromAudio.count, 5)
+        XCTAssertEqual(fromCodes, fromAudio)
+    }
+
+    func testAnLMOnlyModelRefusesAudioWithAnErrorNotSilence() throws {
+        let full = try Self.engine.get()
+        let lmOnly = try EngineModel(mimi: nil, lm: full.lm, tokenizer: nil, name: "lm only")
+        let session = lmOnly.makeSession(sampling: .greedy)
+        _ = converse(session, voice(1), frames: 1)
+        XCTAssertNotNil(session.failure)
+        XCTAssertThrowsError(try session.step(userCodes: [Int32](repeating: 1, count: 8)), "a stopped session stays stopped")
+        let codesOnly = lmOnly.makeSession(sampling: .greedy)
+        XCTAssertNil(try codesOnly.step(userCodes: [Int32](repeating: 1, count: 8)), "call 0 returns nothing")
+        XCTAssertEqual(try codesOnly.step(userCodes: [Int32](repeating: 1, count: 8))?.count, 9, "then text + 8 codes")
+    }
+
+    func testFillingTheContextAdvancesTheLMAsRealStepsWould() throws {
+        let engine = try Self.engine.get()
+        let filled = engine.makeSession(sampling: .greedy)
+        try filled.fillContext(steps: 20, exact: true)
+        XCTAssertEqual(filled.contextFill, 20)
+        let byHand = engine.makeSession(sampling: .greedy)
+        for _ in 0..<20 { _ = try byHand.step(userCodes: [Int32](repeating: 0, count: 8)) }
+        let a = converse(filled, voice(3), frames: 3), b = converse(byHand, voice(3), frames: 3)
+        XCTAssertEqual(a.text, b.text)
+        filled.reset()
+        XCTAssertEqual(filled.contextFill, 0)
     }
 }

@@ -19,10 +19,37 @@ final class EchoProcessor: FrameProcessor {
     }
 }
 
-final class PipeRunnerTests: XCTestCase {
+/// What a pipe run reports (the summary `duplex pipe` derives its warnings from).
+struct PipeRun {
+    var inputSamples = 0
+    var outputSamples = 0
+    var frames = 0
+    var trailingBytes = 0
+    var outputClosed = false
+}
+
+/// `duplex pipe` as the CLI assembles it: a PCM stream source and sink around the inline loop.
+func runPipeLoop(processor: FrameProcessor, input: Int32, output: Int32, format: SampleFormat = .s16le, rate: Int = 24_000,
+                 onText: (Int32, Double) -> Void = { _, _ in }) throws -> PipeRun {
+    let length = PCMStreamLength()
+    let source = PCMStreamSource(fd: input, format: format, rate: rate, length: length)
+    let sink = PCMStreamSink(fd: output, format: format, rate: rate, length: length)
+    let summary = try FrameLoop.runInline(processor: processor, source: source, sink: sink) { pipeline in
+        pipeline.drainText { onText($0.token, Double($0.frame) * 0.08) }
+    }
+    return PipeRun(inputSamples: length.inputSamples, outputSamples: sink.outputSamples, frames: summary.frames,
+                   trailingBytes: source.trailingBytes, outputClosed: sink.readerGone)
+}
+
+final class PipeTests: XCTestCase {
+    struct Options {
+        var format: SampleFormat = .s16le
+        var rate = 24_000
+    }
+
     /// Runs the pipe over `bytes` through real file descriptors (a pipe in, a pipe out).
-    private func runPipe(_ bytes: [UInt8], options: PipeRunner.Options, closeOutputAfter: Int? = nil)
-        throws -> (output: [UInt8], summary: PipeRunner.Summary, text: [(Int32, Double)]) {
+    private func runPipe(_ bytes: [UInt8], options: Options, closeOutputAfter: Int? = nil)
+        throws -> (output: [UInt8], summary: PipeRun, text: [(Int32, Double)]) {
         var inFDs: [Int32] = [0, 0], outFDs: [Int32] = [0, 0]
         XCTAssertEqual(pipe(&inFDs), 0)
         XCTAssertEqual(pipe(&outFDs), 0)
@@ -41,8 +68,8 @@ final class PipeRunnerTests: XCTestCase {
         let collected = OutputCollector(fd: outFDs[0], stopAfter: closeOutputAfter)
         collected.start()
         var text: [(Int32, Double)] = []
-        let runner = PipeRunner(processor: EchoProcessor(), options: options) { text.append(($0, $1)) }
-        let summary = try runner.run(input: inFDs[0], output: outFDs[1])
+        let summary = try runPipeLoop(processor: EchoProcessor(), input: inFDs[0], output: outFDs[1], format: options.format,
+                                      rate: options.rate) { text.append(($0, $1)) }
         close(outFDs[1])
         close(inFDs[0])
         return (collected.wait(), summary, text)
@@ -67,7 +94,7 @@ final class PipeRunnerTests: XCTestCase {
 
     func testFloatFormatRoundTripsExactly() throws {
         let input: [Float] = (0..<(1920 * 3)).map { sinf(Float($0) * 0.01) * 0.9 }
-        var options = PipeRunner.Options()
+        var options = Options()
         options.format = .f32le
         let (out, _, _) = try runPipe(input.withUnsafeBytes { Array($0) }, options: options)
         let samples = out.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
@@ -76,7 +103,7 @@ final class PipeRunnerTests: XCTestCase {
     }
 
     func testOtherRatesAreResampledBothWaysKeepingTheCount() throws {
-        var options = PipeRunner.Options()
+        var options = Options()
         options.rate = 48_000
         let count = 48_000  // one second
         let input = (0..<count).map { Int16(8000 * sin(2 * Double.pi * 300 * Double($0) / 48_000)) }

@@ -1,0 +1,101 @@
+import DuplexAudio
+import Foundation
+
+/// The latency benchmarking harness over a live loop: the loop runs the conversation exactly as
+/// `talk` does (capture, model and playback threads); the harness owns what a measurement adds —
+/// warm-up, the allocation window, the report with every term of the mic-to-speaker latency, the
+/// real-time factor, deadline misses and memory.
+public final class BenchHarness {
+    public struct Options: Sendable {
+        public var frames = 250
+        /// Frames not counted (warm-up: caches, first allocations, page faults).
+        public var warmupFrames = 10
+        public var loop = LiveLoop.Options()
+        public init() { loop.realtimePriority = false }
+    }
+
+    public struct Report: Sendable {
+        public var frames = 0
+        public var latency = Percentiles()
+        public var stages: [(name: String, values: Percentiles)] = []
+        /// Per-frame totals in order (for plots).
+        public var totals: [Double] = []
+        public var realTimeFactor = 0.0
+        public var deadlineMisses = 0
+        /// Heap allocations per measured frame; nil when nothing counted them (a harness without
+        /// an allocation counter must not claim zero).
+        public var allocationsPerFrame: Double?
+        public var peakRSSBytes = 0
+        public var counters = FramePipeline.Counters()
+        public var wallSeconds = 0.0
+        /// LM steps already in the context when the measured frames began.
+        public var contextFrames = 0
+    }
+
+    private let processor: FrameProcessor
+    private let source: FrameSource
+    private let sink: FrameSink
+    private let options: Options
+    private let allocationCount: (() -> UInt64)?
+
+    /// `allocationCount` reads a process-wide malloc counter; without one the report says "not counted".
+    public init(processor: FrameProcessor, source: FrameSource, sink: FrameSink, options: Options,
+                allocationCount: (() -> UInt64)? = nil) {
+        self.processor = processor
+        self.source = source
+        self.sink = sink
+        self.options = options
+        self.allocationCount = allocationCount
+    }
+
+    public func run(contextFrames: Int = 0) throws -> Report {
+        let loop = LiveLoop(processor: processor, source: source, sink: sink, options: options.loop)
+        let total = options.frames + options.warmupFrames
+        var finished: [FrameTimestamps] = []
+        finished.reserveCapacity(total + 8)
+        var allocationsAtWarm: UInt64?
+        let began = Date()
+        let realtime = source.pacing == .live || sink.isPaced
+        let deadline = began.addingTimeInterval(Double(total) * 0.08 * (realtime ? 1.5 : 50) + 30)
+        if options.warmupFrames == 0 { allocationsAtWarm = allocationCount?() }
+        _ = try loop.run(shouldStop: { finished.count >= total || Date() > deadline }) { stamps in
+            for s in stamps where finished.count < total {
+                finished.append(s)
+                if finished.count == options.warmupFrames { allocationsAtWarm = allocationCount?() }
+            }
+        }
+        let allocationsAtEnd = allocationCount?()
+
+        var report = Report()
+        report.contextFrames = contextFrames
+        report.wallSeconds = Date().timeIntervalSince(began)
+        report.counters = loop.pipeline.counters
+        var stages = ["queueing", "encode", "temporal", "depformer", "decode", "output", "device"].map { ($0, Percentiles()) }
+        var compute = 0.0
+        let measured = Array(finished.dropFirst(options.warmupFrames))
+        for (f, r) in zip(measured, measured.dropFirst()) {
+            let b = LatencyBreakdown(frame: f, response: r)
+            report.latency.record(b.total)
+            report.totals.append(b.total)
+            for (i, v) in [b.queueing, b.encode, b.temporal, b.depformer, b.decode, b.output, b.deviceBuffer].enumerated() { stages[i].1.record(v) }
+            let work = b.encode + b.temporal + b.depformer + b.decode
+            compute += work
+            if work > 80 { report.deadlineMisses += 1 }
+        }
+        report.stages = stages.map { (name: $0.0, values: $0.1) }
+        report.frames = report.latency.count
+        report.realTimeFactor = report.frames > 0 ? compute / (Double(report.frames) * 80) : 0
+        if let start = allocationsAtWarm, let end = allocationsAtEnd {
+            report.allocationsPerFrame = Double(end &- start) / Double(max(1, finished.count - options.warmupFrames))
+        }
+        report.peakRSSBytes = peakRSS()
+        return report
+    }
+}
+
+/// Resident-set high-water mark of this process.
+public func peakRSS() -> Int {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Int(usage.ru_maxrss) * 1024
+}

@@ -1,0 +1,130 @@
+import DuplexAudio
+import Foundation
+
+/// Where a conversation's audio comes from: a microphone, a paced virtual microphone, a file or a
+/// file descriptor, a websocket's decoded Opus. Always 24 kHz mono float; a source converts
+/// whatever it reads. Each source is used by one thread at a time.
+public protocol FrameSource: AnyObject {
+    /// How the source's timing relates to the wall clock (decides how frames are stamped and
+    /// whether the loop may wait for the model).
+    var pacing: SourcePacing { get }
+    /// Fills `buffer` with exactly `count` samples and returns true, or returns false at the end
+    /// of the stream (a finite source that is done; what it delivered before still counts).
+    /// Throws when the source failed (a device that went away): the loop stops with that error.
+    func read(into buffer: UnsafeMutablePointer<Float>, count: Int) throws -> Bool
+}
+
+public enum SourcePacing: Sendable, Equatable {
+    /// Blocks until the audio exists (a sound card, a paced virtual microphone): frames are stamped
+    /// as a microphone's, and a model that falls behind loses the oldest frames.
+    case live
+    /// Delivers as fast as it is read (files, pipes read flat out): frames are stamped when they
+    /// arrive, and the loop waits for the model rather than dropping anything.
+    case asFastAsRead
+}
+
+/// Where the answers go: a loudspeaker, a virtual speaker, a file descriptor, a websocket.
+public protocol FrameSink: AnyObject {
+    /// True when `write` blocks at the device's pace (a sound card, a paced virtual speaker): the
+    /// playback side then plays silence when the model is late. False: the sink takes frames as
+    /// they are answered, none is ever late.
+    var isPaced: Bool { get }
+    /// Takes `count` samples (24 kHz mono). Throws when the sink failed; the loop stops with that
+    /// error. Returns false when the reader went away (a closed pipe): the loop ends quietly.
+    func write(_ samples: UnsafePointer<Float>, count: Int) throws -> Bool
+    /// How long what the sink already holds will take to play (a device buffer), in nanoseconds.
+    var outputDelay: UInt64 { get }
+}
+
+extension FrameSink {
+    public var outputDelay: UInt64 { 0 }
+}
+
+// MARK: - in-memory and virtual sources and sinks
+
+/// A recording as a source: played once (then end of stream) or looped, as fast as read or paced
+/// like a live microphone (one period per period of wall-clock time).
+public final class SignalSource: FrameSource {
+    private let signal: [Float]
+    private let loop: Bool
+    private let clock: any FrameClock
+    private let realtime: Bool
+    private var position = 0
+    private var nextDue: UInt64 = 0
+    /// Silence appended after a non-looped signal before the end of stream (to flush the model).
+    private var tailRemaining: Int
+
+    public init(_ signal: [Float], loop: Bool = false, realtime: Bool = false, tail: Int = 0, clock: any FrameClock = MonotonicClock()) {
+        self.signal = signal.isEmpty && loop ? [0] : signal
+        self.loop = loop
+        self.realtime = realtime
+        self.clock = clock
+        tailRemaining = tail
+    }
+
+    public var pacing: SourcePacing { realtime ? .live : .asFastAsRead }
+
+    public func read(into buffer: UnsafeMutablePointer<Float>, count: Int) throws -> Bool {
+        if !loop && position >= signal.count && tailRemaining <= 0 { return false }
+        for i in 0..<count {
+            if loop {
+                buffer[i] = signal[position % signal.count]
+            } else if position < signal.count {
+                buffer[i] = signal[position]
+            } else {
+                buffer[i] = 0
+                tailRemaining -= 1
+            }
+            position += 1
+        }
+        if realtime {
+            let period = UInt64(count) * 1_000_000_000 / 24_000
+            if nextDue == 0 { nextDue = clock.now() }
+            nextDue += period
+            sleep(until: nextDue)
+        }
+        return true
+    }
+}
+
+/// Collects every sample written (generate, tests, the in-process server checks).
+public final class CollectingSink: FrameSink {
+    public private(set) var samples: [Float] = []
+    public init(reservingCapacity: Int = 0) { samples.reserveCapacity(reservingCapacity) }
+    public var isPaced: Bool { false }
+    public func write(_ samples: UnsafePointer<Float>, count: Int) throws -> Bool {
+        self.samples.append(contentsOf: UnsafeBufferPointer(start: samples, count: count))
+        return true
+    }
+}
+
+/// A loudspeaker without a sound card: takes one period per period of wall-clock time, as a
+/// device would. If the machine starved it far behind it skips ahead, as a real device's xrun
+/// would, instead of replaying the backlog.
+public final class VirtualSpeaker: FrameSink {
+    private let clock: any FrameClock
+    private var nextDue: UInt64 = 0
+    public init(clock: any FrameClock = MonotonicClock()) { self.clock = clock }
+    public var isPaced: Bool { true }
+    public func write(_ samples: UnsafePointer<Float>, count: Int) throws -> Bool {
+        let period = UInt64(count) * 1_000_000_000 / 24_000
+        let now = clock.now()
+        if nextDue == 0 || now > nextDue + 4 * period { nextDue = now }
+        sleep(until: nextDue)
+        nextDue += period
+        return true
+    }
+}
+
+/// Discards everything, as fast as it comes (capacity measurements).
+public final class NullSink: FrameSink {
+    public init() {}
+    public var isPaced: Bool { false }
+    public func write(_ samples: UnsafePointer<Float>, count: Int) throws -> Bool { true }
+}
+
+/// Sleeps until `t` on the monotonic clock that `MonotonicClock` reads.
+func sleep(until t: UInt64) {
+    var ts = timespec(tv_sec: Int(t / 1_000_000_000), tv_nsec: Int(t % 1_000_000_000))
+    while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nil) == EINTR {}
+}
