@@ -80,6 +80,7 @@ let package = Package(
         // of the executable, only the files DuplexCore writes.
         .testTarget(name: "DuplexCLITests", dependencies: ["DuplexCore"]),
         .testTarget(name: "DuplexServerTests", dependencies: [
+            "DuplexCore",
             "DuplexServer",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

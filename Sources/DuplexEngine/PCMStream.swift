@@ -61,8 +61,9 @@ public final class PCMStreamSource: FrameSource {
         }
         var available = readyEnd - readyStart
         if available < count {
-            // End of input: silence completes the last frame and flushes the model's latency.
-            guard available > 0 || tailRemaining > 0 else { return false }
+            // End of input: silence completes the last frame and flushes the model's latency,
+            // until the output is as long as the input was.
+            guard available > 0 || (tailRemaining > 0 && length?.outputComplete != true) else { return false }
             let pad = count - available
             compact()
             ready.withUnsafeMutableBufferPointer { ($0.baseAddress! + readyEnd).update(repeating: 0, count: pad) }
@@ -154,7 +155,10 @@ public final class PCMStreamSource: FrameSource {
 public final class PCMStreamLength {
     public var inputSamples = 0
     public var inputEnded = false
+    public var outputSamples = 0
     public init() {}
+    /// The input ended and as many samples went out as came in.
+    public var outputComplete: Bool { inputEnded && outputSamples >= inputSamples }
 }
 
 /// Raw PCM to a file descriptor (stdout): s16le or f32le at any rate, resampled from 24 kHz.
@@ -232,6 +236,7 @@ public final class PCMStreamSink: FrameSink {
                 written += w
             }
             outputSamples += n
+            length?.outputSamples = outputSamples
         }
         if let length, length.inputEnded, outputSamples >= length.inputSamples {
             finished = true
