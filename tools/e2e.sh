@@ -79,6 +79,56 @@ PY
 }
 check "bench: report with the agreed JSON keys, SVG plot" bench_json
 
+# Gates on the default model: a steady-state frame allocates nothing and no frame misses its
+# deadline; the positive control proves the counter counts (a deliberate allocation per frame).
+bench_gates() {
+    python3 - "$work/bench.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["allocations_per_frame"] == 0, f"allocations per frame {r['allocations_per_frame']} (must be counted, and 0)"
+assert r["deadline_misses"] == 0, f"deadline misses {r['deadline_misses']}"
+PY
+}
+check "bench: 0 allocations per frame and 0 deadline misses on the default model" bench_gates
+bench_positive_control() {
+    $duplex bench --frames 20 --warmup 5 -t 2 --flat-out --positive-control --json "$work/control.json" > /dev/null &&
+    python3 -c "import json,sys; r=json.load(open(sys.argv[1])); a=r['allocations_per_frame']; assert a is not None and a >= 1, a" "$work/control.json"
+}
+check "bench: the allocation counter's positive control counts ≥ 1 per frame" bench_positive_control
+bench_context_fill() {
+    $duplex bench --frames 20 --warmup 5 -t 2 --context-fill 3000 --json "$work/filled.json" > /dev/null &&
+    python3 -c "import json,sys; r=json.load(open(sys.argv[1])); assert r['context_frames']==3000 and r['allocations_per_frame']==0 and r['deadline_misses']==0, r" "$work/filled.json"
+}
+check "bench: at a filled context (3000 steps), still 0 allocations and 0 deadline misses" bench_context_fill
+
+# generate and pipe are adapters of one pipeline: the same input and seed, the same samples.
+generate_equals_pipe() {
+    $duplex generate --input "$work/in24.raw" --output "$work/gp.wav" --seed 7 2>/dev/null &&
+    python3 - "$work/gp.wav" "$work/a.raw" <<'PY'
+import struct, sys, wave
+w = wave.open(sys.argv[1]); g = w.readframes(w.getnframes())
+p = open(sys.argv[2], "rb").read()
+assert len(g) == len(p), (len(g), len(p))
+assert g == p, "generate and pipe answered differently"
+PY
+}
+check "generate: the same samples as pipe for the same input and seed" generate_equals_pipe
+
+# Options are either honoured or refused, never silently ignored.
+refused() { local want=$1; shift; ! "$@" > "$work/refused.txt" 2>&1 && grep -q -- "$want" "$work/refused.txt"; }
+check "talk: --token without --connect is refused" refused "--token" $duplex talk --token x --seconds 1
+check "talk: --model with --connect is refused" refused "--model" $duplex talk --connect ws://127.0.0.1:9 --model models/default
+check "talk: -t with --connect is refused" refused "threads" $duplex talk --connect ws://127.0.0.1:9 -t 2
+check "bench: -i without --alsa is refused" refused "--alsa" $duplex bench -i default
+check "bench: --config without --random-weights is refused" refused "--random-weights" $duplex bench --config 7b
+
+# talk --pipe with the local model: stdin is the microphone, stdout the speaker, in real time.
+talk_pipe_local() {
+    head -c 96000 "$work/in24.raw" | timeout 30 $duplex talk --pipe > "$work/tp.raw" 2>"$work/tp.txt" &&
+    [ "$(size "$work/tp.raw")" -ge 76800 ] && grep -q "End of input" "$work/tp.txt" && grep -q "Mic-to-speaker latency" "$work/tp.txt"
+}
+check "talk --pipe: the local model through stdin/stdout, ended by the end of input" talk_pipe_local
+
 # talk through ALSA's file and null plugins (no sound card): the command opens both devices by
 # name, runs the live threads and the terminal UI, and ends with its summary. The null plugin keeps
 # no time, so the latency figures of this run mean nothing; real devices pace it.

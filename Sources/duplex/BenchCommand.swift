@@ -51,6 +51,10 @@ struct Bench: ParsableCommand {
     @Option(name: [.customShort("o"), .long], help: "ALSA playback device for --alsa (default: default).")
     var outputDevice: String?
 
+    @Flag(name: .customLong("positive-control"),
+          help: "Allocate deliberately once per frame, to prove the allocation counter counts (the report must then show ≥ 1 per frame).")
+    var positiveControl = false
+
     @Option(help: "Write the report as JSON here.")
     var json: String?
 
@@ -94,7 +98,8 @@ struct Bench: ParsableCommand {
             source = SignalSource(try inputSignal(), loop: true, realtime: !flatOut)
             sink = flatOut ? NullSink() : VirtualSpeaker()
         }
-        let harness = BenchHarness(processor: session, source: source, sink: sink, options: options, allocationCount: { Allocations.total })
+        let processor: FrameProcessor = positiveControl ? AllocatingProcessor(session) : session
+        let harness = BenchHarness(processor: processor, source: source, sink: sink, options: options, allocationCount: { Allocations.total })
         Allocations.start()
         warn("running \(frames + warmup) frames (\(String(format: "%.1f", Double(frames + warmup) * 0.08)) s of audio)\(flatOut ? " flat out" : " in real time")"
              + (contextFill > 0 ? " after \(contextFill) steps of context" : "") + "…")
@@ -176,5 +181,20 @@ enum SpeechLikeSignal {
             let phrase = (t.truncatingRemainder(dividingBy: 4)) < 3 ? 1.0 : 0.0   // 1 s pause every 4 s
             return Float(0.25 * syllable * phrase * v) + 0.003 * (rng.nextFloat() - 0.5)
         }
+    }
+}
+
+/// The positive control of the allocation counter: the session, plus one heap allocation per
+/// frame that the optimizer cannot remove.
+final class AllocatingProcessor: FrameProcessor {
+    private let inner: FrameProcessor
+    private var kept: [Int] = []
+    init(_ inner: FrameProcessor) { self.inner = inner }
+    var frameSize: Int { inner.frameSize }
+    var failure: Error? { inner.failure }
+    func process(_ input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, stamps: inout FrameTimestamps,
+                 clock: any FrameClock) -> Int32? {
+        kept = [Int](repeating: Int(input[0].bitPattern), count: 64)   // a fresh buffer every frame
+        return inner.process(input, output: output, stamps: &stamps, clock: clock)
     }
 }

@@ -61,7 +61,7 @@ def main():
     del model
 
     out_path = os.path.join(folder, "duplex_codes.npy")
-    cmd = [args.duplex, "generate", "--model", folder, "--input-codes", user_path, "--output-codes", out_path,
+    cmd = [args.duplex, "generate", "--model", folder, "--first-frame", "run-inference", "--input-codes", user_path, "--output-codes", out_path,
            "--temperature", "0", "--text-temperature", "0", "-t", str(args.threads)]
     print("duplex:", " ".join(cmd))
     t0 = time.time()
