@@ -54,11 +54,12 @@ public final class BenchHarness {
         var finished: [FrameTimestamps] = []
         finished.reserveCapacity(total + 8)
         var allocationsAtWarm: UInt64?
-        let began = Date()
+        let clock = MonotonicClock()
+        let began = clock.now()
         let realtime = source.pacing == .live || sink.isPaced
-        let deadline = began.addingTimeInterval(Double(total) * 0.08 * (realtime ? 1.5 : 50) + 30)
+        let deadline = began + UInt64((Double(total) * 0.08 * (realtime ? 1.5 : 50) + 30) * 1e9)
         if options.warmupFrames == 0 { allocationsAtWarm = allocationCount?() }
-        _ = try loop.run(shouldStop: { finished.count >= total || Date() > deadline }) { stamps in
+        _ = try loop.run(shouldStop: { finished.count >= total || clock.now() > deadline }) { stamps in
             for s in stamps where finished.count < total {
                 finished.append(s)
                 if finished.count == options.warmupFrames { allocationsAtWarm = allocationCount?() }
@@ -68,7 +69,7 @@ public final class BenchHarness {
 
         var report = Report()
         report.contextFrames = contextFrames
-        report.wallSeconds = Date().timeIntervalSince(began)
+        report.wallSeconds = Double(clock.now() - began) / 1e9
         report.counters = loop.pipeline.counters
         var stages = ["queueing", "encode", "temporal", "depformer", "decode", "output", "device"].map { ($0, Percentiles()) }
         var compute = 0.0

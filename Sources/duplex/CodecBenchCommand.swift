@@ -1,5 +1,6 @@
 import ArgumentParser
 import DuplexCore
+import DuplexEngine
 import Foundation
 
 extension Codec {
@@ -38,12 +39,12 @@ extension Codec {
                         for f in 0..<total {
                             if f == warmup { state.profile = profiler }
                             let a0 = allocCount?() ?? 0
-                            let t0 = Clock.nanoseconds()
+                            let t0 = MonotonicClock().now()
                             mimi.encodeStep(x.baseAddress! + f * fs, codes: c.baseAddress!, state: state)
-                            let t1 = Clock.nanoseconds()
+                            let t1 = MonotonicClock().now()
                             let a1 = allocCount?() ?? 0
                             try mimi.decodeStep(c.baseAddress!, codebooks: codebooks, output: y.baseAddress!, state: state)
-                            let t2 = Clock.nanoseconds()
+                            let t2 = MonotonicClock().now()
                             let a2 = allocCount?() ?? 0
                             guard f >= warmup else { continue }
                             encodeMs.append(Double(t1 - t0) / 1e6)
@@ -117,13 +118,5 @@ extension Codec {
             Allocations.start()
             return { Int(Allocations.total) }
         }
-    }
-}
-
-private enum Clock {
-    static func nanoseconds() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 }

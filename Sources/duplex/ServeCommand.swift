@@ -33,6 +33,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest websocket message accepted, in bytes (larger: close 1009).")
     var maxMessageBytes = 1 << 20
 
+    @Option(name: .customLong("context-fill"),
+            help: "Start every conversation with this many LM steps already in its context (load tests of long conversations: attention then reads a full window from the first frame).")
+    var contextFill = 0
+
     @OptionGroup(title: "Sampling defaults (a client's query parameters override them)") var sampling: SamplingOptions
 
     @OptionGroup var compute: ComputeOptions
@@ -41,6 +45,7 @@ struct Serve: AsyncParsableCommand {
         if let maxSessions, maxSessions < 1 { throw ValidationError("--max-sessions must be at least 1") }
         guard (1...65_535).contains(port) else { throw ValidationError("--port must be in 1…65535") }
         guard maxMessageBytes >= 1024 else { throw ValidationError("--max-message-bytes must be at least 1024") }
+        if contextFill < 0 { throw ValidationError("--context-fill must be ≥ 0") }
     }
 
     func run() async throws {
@@ -49,7 +54,7 @@ struct Serve: AsyncParsableCommand {
         let engine: EngineModel
         do {
             engine = try model.load()
-            chatModel = try makeSessionFactory(engine: engine, sampling: sampling)
+            chatModel = try makeSessionFactory(engine: engine, sampling: sampling, contextFill: contextFill)
         } catch {
             warn("duplex serve: \(error)")
             throw ExitCode(2)
@@ -100,7 +105,7 @@ struct Serve: AsyncParsableCommand {
 /// parameters override the server's defaults; `text_seed` (else `audio_seed`) seeds the session.
 /// `pad_mult` and the repetition penalty are accepted but not applied: the sampler implements
 /// Kyutai's PyTorch LMGen, which has neither.
-func makeSessionFactory(engine: EngineModel, sampling: SamplingOptions) throws -> ChatModel {
+func makeSessionFactory(engine: EngineModel, sampling: SamplingOptions, contextFill: Int = 0) throws -> ChatModel {
     let base = sampling.parameters(for: engine.config)
     // No kind-4 metadata: Kyutai's Python server sends none, and its clients expect the handshake
     // to be the first message.
@@ -112,7 +117,9 @@ func makeSessionFactory(engine: EngineModel, sampling: SamplingOptions) throws -
                          if let v = parameters.audioTemperature { p.audioTemperature = v }
                          if let v = parameters.audioTopK { p.audioTopK = v }
                          if let v = parameters.textSeed ?? parameters.audioSeed { p.seed = v }
-                         return engine.makeSession(sampling: p, firstFrame: sampling.firstFrameRule)
+                         let session = engine.makeSession(sampling: p, firstFrame: sampling.firstFrameRule)
+                         try session.fillContext(steps: contextFill)
+                         return session
                      },
                      tokenText: { engine.displayText($0) })
 }
