@@ -42,7 +42,13 @@ public final class StreamingAttention: Sendable {
 
     /// Loads `in_proj_weight` [steps·3·dim, dim] and `out_proj.weight` [steps·dim, dim] under `prefix`
     /// (the names Kyutai's files use; stacked step-major when `weightsPerStep` > 1).
-    public init(store: WeightStore, prefix: String, dim: Int, numHeads: Int, context: Int?,
+    public convenience init(store: WeightStore, prefix: String, dim: Int, numHeads: Int, context: Int?,
+                            ropeMaxPeriod: Float?, weightsPerStep: Int = 1) {
+        self.init(store: store, names: AttentionTensorNames(prefix), dim: dim, numHeads: numHeads, context: context,
+                  ropeMaxPeriod: ropeMaxPeriod, weightsPerStep: weightsPerStep)
+    }
+
+    public init(store: WeightStore, names: AttentionTensorNames, dim: Int, numHeads: Int, context: Int?,
                 ropeMaxPeriod: Float?, weightsPerStep: Int = 1) {
         precondition(dim % numHeads == 0, "dim \(dim) not divisible by \(numHeads) heads")
         self.dim = dim
@@ -52,8 +58,8 @@ public final class StreamingAttention: Sendable {
         capacity = context ?? weightsPerStep
         rope = ropeMaxPeriod.map { RoPE(headDim: dim / numHeads, maxPeriod: $0) }
         let steps = max(1, weightsPerStep)
-        let inProj = store.matrix(prefix + "in_proj_weight", shape: [steps * 3 * dim, dim])
-        let outProj = store.matrix(prefix + "out_proj.weight", shape: [steps * dim, dim])
+        let inProj = store.matrix(names.inProj, shape: [steps * 3 * dim, dim])
+        let outProj = store.matrix(names.outProj, shape: [steps * dim, dim])
         inProjs = (0..<steps).map { inProj.rows(($0 * 3 * dim)..<(($0 + 1) * 3 * dim)) }
         outProjs = (0..<steps).map { outProj.rows(($0 * dim)..<(($0 + 1) * dim)) }
     }

@@ -55,24 +55,28 @@ public final class TransformerLayer: Sendable {
     let layerScale1: [Float]
     let layerScale2: [Float]
 
-    public init(store: WeightStore, prefix: String, config c: TransformerConfig) {
+    public convenience init(store: WeightStore, prefix: String, config c: TransformerConfig) {
+        self.init(store: store, names: TransformerLayerTensorNames(prefix), config: c)
+    }
+
+    public init(store: WeightStore, names n: TransformerLayerTensorNames, config c: TransformerConfig) {
         config = c
-        norm1 = Norm(store: store, prefix: prefix + "norm1", kind: c.norm, dim: c.dim)
-        norm2 = Norm(store: store, prefix: prefix + "norm2", kind: c.norm, dim: c.dim)
-        attention = StreamingAttention(store: store, prefix: prefix + "self_attn.", dim: c.dim, numHeads: c.numHeads,
+        norm1 = Norm(store: store, names: n.norm1, kind: c.norm, dim: c.dim)
+        norm2 = Norm(store: store, names: n.norm2, kind: c.norm, dim: c.dim)
+        attention = StreamingAttention(store: store, names: n.attention, dim: c.dim, numHeads: c.numHeads,
                                        context: c.context, ropeMaxPeriod: c.ropeMaxPeriod, weightsPerStep: c.weightsPerStep)
         switch c.feedForward {
         case .gelu(let hidden):
-            ffnIn = [store.matrix(prefix + "linear1.weight", shape: [hidden, c.dim])]
-            ffnOut = [store.matrix(prefix + "linear2.weight", shape: [c.dim, hidden])]
+            ffnIn = [store.matrix(n.linear1, shape: [hidden, c.dim])]
+            ffnOut = [store.matrix(n.linear2, shape: [c.dim, hidden])]
         case .siluGated(let hidden):
-            let names = c.weightsPerStep > 1 ? (0..<c.weightsPerStep).map { "gating.\($0)." } : ["gating."]
-            ffnIn = names.map { store.matrix(prefix + $0 + "linear_in.weight", shape: [2 * hidden, c.dim]) }
-            ffnOut = names.map { store.matrix(prefix + $0 + "linear_out.weight", shape: [c.dim, hidden]) }
+            let sets = TransformerLayerTensorNames.gatingSets(c)
+            ffnIn = sets.map { store.matrix(n.gatingIn($0), shape: [2 * hidden, c.dim]) }
+            ffnOut = sets.map { store.matrix(n.gatingOut($0), shape: [c.dim, hidden]) }
         }
         if c.layerScale {
-            layerScale1 = store.tensor(prefix + "layer_scale_1.scale", shape: [c.dim]).data
-            layerScale2 = store.tensor(prefix + "layer_scale_2.scale", shape: [c.dim]).data
+            layerScale1 = store.tensor(n.layerScale1, shape: [c.dim]).data
+            layerScale2 = store.tensor(n.layerScale2, shape: [c.dim]).data
         } else {
             layerScale1 = []
             layerScale2 = []
@@ -172,9 +176,13 @@ public final class StreamingTransformer: Sendable {
     public let config: TransformerConfig
     public let layers: [TransformerLayer]
 
-    public init(store: WeightStore, prefix: String, config: TransformerConfig) {
+    public convenience init(store: WeightStore, prefix: String, config: TransformerConfig) {
+        self.init(store: store, names: TransformerTensorNames(prefix), config: config)
+    }
+
+    public init(store: WeightStore, names: TransformerTensorNames, config: TransformerConfig) {
         self.config = config
-        layers = (0..<config.numLayers).map { TransformerLayer(store: store, prefix: prefix + "layers.\($0).", config: config) }
+        layers = (0..<config.numLayers).map { TransformerLayer(store: store, names: names.layer($0), config: config) }
     }
 
     public struct State: Sendable {

@@ -55,18 +55,21 @@ public final class Mimi: Sendable {
     let decoderTransformer: StreamingTransformer
     let decoder: SEANetDecoder
 
-    /// Builds Mimi from `store` by the checkpoint's own tensor names. Call `store.finish()`
+    /// Builds Mimi from `store` by the checkpoint's own tensor names (`MimiTensorNames`): the
+    /// store checks its file against `MimiTensorNames.table(config)` first. Call `store.finish()`
     /// afterwards to fail on anything missing, misshaped or unexpected (`load` does).
     public init(store: WeightStore, config: MimiConfig = .released()) throws {
         try config.validate()
         self.config = config
-        encoder = SEANetEncoder(store: store, config: config)
-        encoderTransformer = StreamingTransformer(store: store, prefix: "encoder_transformer.transformer.", config: config.transformerConfig)
-        downsample = ConvDownsample1d(store: store, dimension: config.dimension, stride: config.resampleStride)
-        quantizer = SplitResidualVectorQuantizer(store: store, config: config)
-        upsample = ConvTrUpsample1d(store: store, dimension: config.dimension, stride: config.resampleStride)
-        decoderTransformer = StreamingTransformer(store: store, prefix: "decoder_transformer.transformer.", config: config.transformerConfig)
-        decoder = SEANetDecoder(store: store, config: config)
+        let names = MimiTensorNames(config: config)
+        store.expect(MimiTensorNames.table(config))
+        encoder = SEANetEncoder(store: store, names: names, config: config)
+        encoderTransformer = StreamingTransformer(store: store, names: names.encoderTransformer, config: config.transformerConfig)
+        downsample = ConvDownsample1d(store: store, names: names.downsample, dimension: config.dimension, stride: config.resampleStride)
+        quantizer = SplitResidualVectorQuantizer(store: store, names: names, config: config)
+        upsample = ConvTrUpsample1d(store: store, names: names.upsample, dimension: config.dimension, stride: config.resampleStride)
+        decoderTransformer = StreamingTransformer(store: store, names: names.decoderTransformer, config: config.transformerConfig)
+        decoder = SEANetDecoder(store: store, names: names, config: config)
     }
 
     /// Opens a Mimi checkpoint strictly. The configuration is `config`, else the one a file made
