@@ -89,13 +89,13 @@ public final class LMModel: Sendable {
         /// Text logits of the last step [textCardOut].
         public internal(set) var textLogits: [Float]
         var row: [Float]                // [dim] scratch for embedding rows
-        /// Temporal steps taken (the next step's position; never wraps).
-        public internal(set) var steps = 0
+        /// Temporal steps taken (the next step's position; never wraps): the temporal
+        /// transformer's position, the one counter of this stream.
+        public var steps: Int { transformer.position }
 
         public mutating func reset() {
             transformer.reset()
             depformer.reset()
-            steps = 0
         }
     }
 
@@ -141,7 +141,6 @@ public final class LMModel: Sendable {
         state.hidden.withUnsafeBufferPointer { h in
             state.textLogits.withUnsafeMutableBufferPointer { textLinear.apply(h.baseAddress!, into: $0.baseAddress!) }
         }
-        state.steps += 1
     }
 
     /// Bytes of weights one step streams (every matrix once; embeddings one row each).

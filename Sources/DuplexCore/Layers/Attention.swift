@@ -19,8 +19,9 @@ public final class StreamingAttention: Sendable {
 
     public struct State: Sendable {
         var cache: KVCache
-        /// Steps seen so far (query offset, and which per-step weights to use).
-        var offset = 0
+        /// Steps seen so far (query offset, and which per-step weights to use): the KV ring's
+        /// write position, the one counter of this stream.
+        public var offset: Int { cache.end }
         var qkv: [Float]       // [maxSteps, 3·dim]
         var attended: [Float]  // [maxSteps, dim]
         var scores: [Float]    // [maxSteps, capacity]
@@ -34,10 +35,7 @@ public final class StreamingAttention: Sendable {
             scores = [Float](repeating: 0, count: steps * cache.capacity)
         }
 
-        public mutating func reset() {
-            cache.reset()
-            offset = 0
-        }
+        public mutating func reset() { cache.reset() }
     }
 
     /// Loads `in_proj_weight` [steps·3·dim, dim] and `out_proj.weight` [steps·dim, dim] under `prefix`
@@ -157,6 +155,5 @@ public final class StreamingAttention: Sendable {
             }
             }
         }
-        state.offset += steps
     }
 }

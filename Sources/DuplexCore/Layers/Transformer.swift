@@ -96,13 +96,10 @@ public final class TransformerLayer: Sendable {
         var update: [Float]   // [maxSteps, dim]
         var inner: [Float]    // [maxSteps, 2·hidden]
         var maxSteps: Int
-        /// Steps seen (selects per-step FFN weights).
-        var offset = 0
+        /// Steps seen (selects per-step FFN weights), as the attention's KV ring counts them.
+        public var offset: Int { attention.offset }
 
-        public mutating func reset() {
-            attention.reset()
-            offset = 0
-        }
+        public mutating func reset() { attention.reset() }
     }
 
     public func makeState(maxSteps: Int = 1) -> State {
@@ -122,7 +119,7 @@ public final class TransformerLayer: Sendable {
             state.inner = [Float](repeating: 0, count: steps * 2 * hidden)
         }
         let h = hidden
-        let start = state.offset
+        let start = state.offset  // before the attention advances it
         state.normed.withUnsafeMutableBufferPointer { normedBuf in
         state.update.withUnsafeMutableBufferPointer { updateBuf in
         state.inner.withUnsafeMutableBufferPointer { innerBuf in
@@ -156,7 +153,6 @@ public final class TransformerLayer: Sendable {
         }
         }
         }
-        state.offset += steps
     }
 
     private func addResidual(_ x: UnsafeMutablePointer<Float>, _ update: UnsafePointer<Float>, scale: [Float], steps: Int) {
@@ -187,6 +183,10 @@ public final class StreamingTransformer: Sendable {
 
     public struct State: Sendable {
         public var layers: [TransformerLayer.State]
+        /// Steps this stream has taken (the next step's RoPE position), read from the layers'
+        /// KV rings, which all count the same steps.
+        public var position: Int { layers.first?.offset ?? 0 }
+
         public mutating func reset() {
             for i in layers.indices { layers[i].reset() }
         }

@@ -117,9 +117,12 @@ public final class Mimi: Sendable {
         let scratch: StateBuffer
         let quantizerScratch: StateBuffer
         let dimension: Int
-        /// Frames encoded / decoded since the last reset.
-        public internal(set) var encodedFrames = 0
-        public internal(set) var decodedFrames = 0
+        /// 25 Hz transformer steps per frame.
+        let stride: Int
+        /// Frames encoded / decoded since the last reset, as the encoder's and the decoder's
+        /// transformers count their steps (one position per stream, nowhere else).
+        public var encodedFrames: Int { encoderTransformer.position / stride }
+        public var decodedFrames: Int { decoderTransformer.position / stride }
         /// Non-finite input samples replaced (NaN → 0, ±Inf → ±1) since the last reset.
         public internal(set) var sanitizedSamples = 0
         /// Per-block timing, when attached (`MimiProfile(stages: mimi.config.ratios.count)`).
@@ -130,6 +133,7 @@ public final class Mimi: Sendable {
             let c = m.config
             let steps = maxFrames * c.resampleStride
             dimension = c.dimension
+            stride = c.resampleStride
             encoder = m.encoder.makeState(maxSamples: maxFrames * c.frameSize)
             encoderTransformer = m.encoderTransformer.makeState(maxSteps: c.resampleStride)
             downsample = m.downsample.conv.makeState(maxSteps: steps)
@@ -153,8 +157,6 @@ public final class Mimi: Sendable {
             upsample.reset()
             decoderTransformer.reset()
             decoder.reset()
-            encodedFrames = 0
-            decodedFrames = 0
             sanitizedSamples = 0
         }
 
@@ -213,7 +215,6 @@ public final class Mimi: Sendable {
         quantizer.encode(state.latent.pointer, frames: frames, codebooks: c.numCodebooks, codes: codes,
                          scratch: state.quantizerScratch.pointer)
         profile?.mark(.quantizerEncode)
-        state.encodedFrames += frames
     }
 
     /// One frame of `codebooks` codes → 1920 samples.
@@ -255,7 +256,6 @@ public final class Mimi: Sendable {
         }
         profile?.mark(.decoderTransformer)
         decoder.step(steps: frames * stride, into: output, state: &state.decoder, scratch: scratch, profile: profile)
-        state.decodedFrames += frames
     }
 
     // MARK: offline
