@@ -16,6 +16,9 @@ struct Info: ParsableCommand {
     @Flag(help: "Read every value: report NaN/Inf and the value range (slow on large files).")
     var scan = false
 
+    @Flag(help: "List every tensor against the model's tensor table: name, shape, dtype, role.")
+    var tensors = false
+
     func run() throws {
         guard let model else {
             printSystem()
@@ -28,7 +31,29 @@ struct Info: ParsableCommand {
         if isDirectory.boolValue {
             try describeFolder(model)
         } else {
-            try describeFile(model)
+            let config = (model as NSString).deletingLastPathComponent.appending("/config.json")
+            try describeFile(model, lmConfig: FileManager.default.fileExists(atPath: config) ? lmConfig(config) : nil)
+        }
+    }
+
+    /// The file against its model's tensor table: which entries it lacks or has extra (and with
+    /// `--tensors`, every tensor with its role).
+    private func describeTable(_ file: SafetensorsFile, kind: CheckpointKind, lmConfig: (LMConfig, String)?) {
+        guard let check = TableCheck.check(file, kind: kind, lmConfig: lmConfig) else { return }
+        let c = check.comparison
+        let verdict = c.isExact ? "the file holds exactly these"
+            : "\(c.missing.count) missing, \(c.unexpected.count) extra, \(c.misshaped.count) misshaped, \(c.wrongType.count) wrongly typed"
+        print("  table:       \(check.table.model) for \(check.configSource): \(check.table.specs.count) entries; \(verdict)")
+        if !c.weightNorm.isEmpty { print("               \(c.weightNorm.count) conv kernels stored as weight-norm pairs (folded at load)") }
+        for line in check.reportLines(limit: tensors ? nil : 10) { print("    " + line) }
+        guard tensors else { return }
+        let rows = check.listing(file)
+        let nameWidth = rows.map(\.name.count).max() ?? 0
+        let shapeWidth = rows.map(\.shape.count).max() ?? 0
+        for r in rows {
+            print("    \(r.name.padding(toLength: nameWidth, withPad: " ", startingAt: 0))  "
+                + "\(r.shape.padding(toLength: shapeWidth, withPad: " ", startingAt: 0))  "
+                + "\(r.dtype.padding(toLength: 4, withPad: " ", startingAt: 0))  \(r.role)")
         }
     }
 
@@ -56,6 +81,7 @@ struct Info: ParsableCommand {
         print("model folder \(path)")
         var failures = 0
         let configPath = (path as NSString).appendingPathComponent("config.json")
+        var folderConfig: (LMConfig, String)?
         if files.contains("config.json") {
             guard let data = FileManager.default.contents(atPath: configPath),
                   let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
@@ -66,6 +92,7 @@ struct Info: ParsableCommand {
                         "depformer_dim", "depformer_num_layers", "mimi_name", "moshi_name", "tokenizer_name"] {
                 if let v = object[key] { print("    \(key): \(v)") }
             }
+            folderConfig = lmConfig(configPath)
         } else {
             print("  config.json: absent (Kyutai's legacy repos have none: the moshiko 7B config is assumed)")
         }
@@ -73,7 +100,7 @@ struct Info: ParsableCommand {
         if weights.isEmpty { print("  no weight files") }
         for w in weights {
             do {
-                try describeFile((path as NSString).appendingPathComponent(w))
+                try describeFile((path as NSString).appendingPathComponent(w), lmConfig: folderConfig)
             } catch let error as SafetensorsError {
                 warn("error: \(error)")
                 failures += 1
@@ -85,7 +112,17 @@ struct Info: ParsableCommand {
         }
     }
 
-    private func describeFile(_ path: String) throws {
+    /// The LM config a config.json describes, or nil (said on stdout) if duplex cannot use it.
+    private func lmConfig(_ path: String) -> (LMConfig, String)? {
+        do {
+            return (try LMConfig(kyutaiConfigPath: path), path)
+        } catch {
+            print("  config.json cannot describe an LM here (\(error)); LM files are checked against moshiko 7B")
+            return nil
+        }
+    }
+
+    private func describeFile(_ path: String, lmConfig: (LMConfig, String)?) throws {
         let file = try SafetensorsFile(path: path)
         let summary = CheckpointSummary(file: file)
         print("\(path)")
@@ -97,6 +134,7 @@ struct Info: ParsableCommand {
         }
         print("  bytes:       \(Format.bytes(summary.bytes)) (\(summary.bytes))")
         for (k, v) in summary.metadata.sorted(by: { $0.key < $1.key }) { print("  meta \(k): \(v)") }
+        describeTable(file, kind: summary.kind, lmConfig: lmConfig)
         if scan {
             let bar = ProgressBar("scanning")
             let result = ValueScan.scan(file) { bar.update($0, of: $1) }

@@ -83,6 +83,27 @@ final class InfoCommandTests: XCTestCase {
         }
     }
 
+    /// The file against its model's tensor table: what it lacks or has extra, and with
+    /// `--tensors` every tensor with its role.
+    func testInfoChecksTheFileAgainstTheTensorTable() throws {
+        let path = try mimiLike("table.safetensors")
+        let r = try run(["info", "--model", path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("  table:       Mimi for the released Mimi: 318 entries; 283 missing, 0 extra, 3 misshaped, 0 wrongly typed"),
+                      r.stdout)
+        XCTAssertTrue(r.stdout.contains("    misshaped:  encoder.model.0.conv.conv.weight is [3, 4, 1], the table says [64, 1, 7]"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("    missing:    … and 273 more"), r.stdout)
+
+        let listed = try run(["info", "--model", path, "--tensors"])
+        XCTAssertEqual(listed.status, 0, listed.stderr)
+        let lines = listed.stdout.split(separator: "\n").map(String.init)
+        let conv = try XCTUnwrap(lines.first { $0.hasPrefix("    decoder.model.2.convtr.convtr.weight ") }, listed.stdout)
+        XCTAssertTrue(conv.contains("[1024, 512, 16]") && conv.contains("SEANet decoder stage 0 upsampling transposed conv (stride 8) kernel [MISSING]"), conv)
+        XCTAssertTrue(lines.contains { $0.contains("encoder_transformer.transformer.layers.3.self_attn.in_proj_weight") &&
+                                       $0.contains("encoder transformer layer 3 attention in-projection (q,k,v stacked)") }, listed.stdout)
+        XCTAssertFalse(listed.stdout.contains("… and"), "--tensors lists everything")
+    }
+
     func testScanReportsTheRangeOrThePoison() throws {
         let clean = try run(["info", "--model", try mimiLike("clean.safetensors"), "--scan"])
         XCTAssertEqual(clean.status, 0, clean.stderr)

@@ -19,11 +19,12 @@ public final class Depformer: Sendable {
     init(store: WeightStore, config c: LMConfig) {
         config = c
         let dd = c.depformerDim
-        inputs = (0..<(c.depformerMultiLinear ? c.depQ : 1)).map { store.matrix("depformer_in.\($0).weight", shape: [dd, c.dim]) }
-        textEmb = store.matrix("depformer_text_emb.weight", shape: [c.textCard + 1, dd])
-        emb = (0..<max(0, c.depQ - 1)).map { store.matrix("depformer_emb.\($0).weight", shape: [c.card + 1, dd]) }
-        transformer = StreamingTransformer(store: store, prefix: "depformer.", config: c.depformerTransformer)
-        heads = (0..<c.depQ).map { store.matrix("linears.\($0).weight", shape: [c.card, dd]) }
+        typealias N = LMTensorNames
+        inputs = (0..<(c.depformerMultiLinear ? c.depQ : 1)).map { store.matrix(N.depformerIn($0), shape: [dd, c.dim]) }
+        textEmb = store.matrix(N.depformerTextEmb, shape: [c.textCard + 1, dd])
+        emb = (0..<max(0, c.depQ - 1)).map { store.matrix(N.depformerEmb($0), shape: [c.card + 1, dd]) }
+        transformer = StreamingTransformer(store: store, names: N.depformer, config: c.depformerTransformer)
+        heads = (0..<c.depQ).map { store.matrix(N.linears($0), shape: [c.card, dd]) }
     }
 
     public struct State: Sendable {

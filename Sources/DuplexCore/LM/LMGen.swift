@@ -40,14 +40,14 @@ public struct LMGen: Sendable {
         public internal(set) var output: [Int32]
         var sampler: Sampler
         let seed: UInt64
-        /// Calls so far (Kyutai's offset); grows forever.
-        public internal(set) var offset = 0
+        /// Calls so far (Kyutai's offset); grows forever. Every call takes one temporal step,
+        /// so this is the temporal transformer's position: one counter for the whole stream.
+        public var offset: Int { model.steps }
 
         public mutating func reset() {
             model.reset()
             for i in cache.indices { cache[i] = -2 }
             sampler = Sampler(seed: seed)
-            offset = 0
         }
     }
 
@@ -106,7 +106,6 @@ public struct LMGen: Sendable {
                                          tokens: generated.baseAddress! + 1, frame: o, state: &state.model.depformer)
             }
         }
-        state.offset = o + 1
         let column = (o + 1) % ct
         for s in 0...c.depQ { state.cache[s * ct + column] = state.generated[s] }
         if o + 1 <= c.maxDelay { return false }

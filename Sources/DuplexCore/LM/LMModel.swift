@@ -43,17 +43,20 @@ public final class LMModel: Sendable {
     public let depformer: Depformer
     let extraHeads: [WeightMatrix]     // extra_heads.{i}.weight [extraHeadsDim, dim] (loaded, unused)
 
-    /// Asks `store` for every tensor by its checkpoint name; problems are collected in the store
-    /// (call `store.finish()` after, or use `load`).
+    /// Asks `store` for every tensor by its checkpoint name (`LMTensorNames`), after the store
+    /// has checked its file against `LMTensorNames.table(config)`; problems are collected in the
+    /// store (call `store.finish()` after, or use `load`).
     public init(store: WeightStore, config c: LMConfig) {
+        typealias N = LMTensorNames
         config = c
-        textEmb = store.matrix("text_emb.weight", shape: [c.textCard + 1, c.dim])
-        emb = (0..<c.nQ).map { store.matrix("emb.\($0).weight", shape: [c.card + 1, c.dim]) }
-        transformer = StreamingTransformer(store: store, prefix: "transformer.", config: c.temporalTransformer)
-        outNorm = Norm(store: store, prefix: "out_norm", kind: .rmsNorm(eps: 1e-8), dim: c.dim)
-        textLinear = store.matrix("text_linear.weight", shape: [c.textCardOut, c.dim])
+        store.expect(N.table(c))
+        textEmb = store.matrix(N.textEmb, shape: [c.textCard + 1, c.dim])
+        emb = (0..<c.nQ).map { store.matrix(N.emb($0), shape: [c.card + 1, c.dim]) }
+        transformer = StreamingTransformer(store: store, names: N.transformer, config: c.temporalTransformer)
+        outNorm = Norm(store: store, names: N.outNorm, kind: .rmsNorm(eps: 1e-8), dim: c.dim)
+        textLinear = store.matrix(N.textLinear, shape: [c.textCardOut, c.dim])
         depformer = Depformer(store: store, config: c)
-        extraHeads = (0..<c.extraHeadsNumHeads).map { store.matrix("extra_heads.\($0).weight", shape: [c.extraHeadsDim, c.dim]) }
+        extraHeads = (0..<c.extraHeadsNumHeads).map { store.matrix(N.extraHeads($0), shape: [c.extraHeadsDim, c.dim]) }
     }
 
     /// Loads `model.safetensors` strictly: every tensor the config implies must be there with
@@ -67,7 +70,7 @@ public final class LMModel: Sendable {
         } catch let error as SafetensorsError {
             var hint = "expected the LM of config dim \(config.dim), \(config.numLayers) layers, text_card \(config.textCard), "
                 + "n_q \(config.nQ), dep_q \(config.depQ), card \(config.card), depformer \(config.depformerDim)×\(config.depformerNumLayers)"
-            if let shape = store.shape(of: "text_emb.weight"), shape.count == 2 {
+            if let shape = store.shape(of: LMTensorNames.textEmb), shape.count == 2 {
                 hint += "; the file's text_emb is \(shape[0])×\(shape[1])"
             }
             hint += ". Does config.json (or its absence, meaning moshiko 7B) match this checkpoint?"
@@ -86,13 +89,13 @@ public final class LMModel: Sendable {
         /// Text logits of the last step [textCardOut].
         public internal(set) var textLogits: [Float]
         var row: [Float]                // [dim] scratch for embedding rows
-        /// Temporal steps taken (the next step's position; never wraps).
-        public internal(set) var steps = 0
+        /// Temporal steps taken (the next step's position; never wraps): the temporal
+        /// transformer's position, the one counter of this stream.
+        public var steps: Int { transformer.position }
 
         public mutating func reset() {
             transformer.reset()
             depformer.reset()
-            steps = 0
         }
     }
 
@@ -138,7 +141,6 @@ public final class LMModel: Sendable {
         state.hidden.withUnsafeBufferPointer { h in
             state.textLogits.withUnsafeMutableBufferPointer { textLinear.apply(h.baseAddress!, into: $0.baseAddress!) }
         }
-        state.steps += 1
     }
 
     /// Bytes of weights one step streams (every matrix once; embeddings one row each).

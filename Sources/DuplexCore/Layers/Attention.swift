@@ -19,8 +19,9 @@ public final class StreamingAttention: Sendable {
 
     public struct State: Sendable {
         var cache: KVCache
-        /// Steps seen so far (query offset, and which per-step weights to use).
-        var offset = 0
+        /// Steps seen so far (query offset, and which per-step weights to use): the KV ring's
+        /// write position, the one counter of this stream.
+        public var offset: Int { cache.end }
         var qkv: [Float]       // [maxSteps, 3·dim]
         var attended: [Float]  // [maxSteps, dim]
         var scores: [Float]    // [maxSteps, capacity]
@@ -34,15 +35,18 @@ public final class StreamingAttention: Sendable {
             scores = [Float](repeating: 0, count: steps * cache.capacity)
         }
 
-        public mutating func reset() {
-            cache.reset()
-            offset = 0
-        }
+        public mutating func reset() { cache.reset() }
     }
 
     /// Loads `in_proj_weight` [steps·3·dim, dim] and `out_proj.weight` [steps·dim, dim] under `prefix`
     /// (the names Kyutai's files use; stacked step-major when `weightsPerStep` > 1).
-    public init(store: WeightStore, prefix: String, dim: Int, numHeads: Int, context: Int?,
+    public convenience init(store: WeightStore, prefix: String, dim: Int, numHeads: Int, context: Int?,
+                            ropeMaxPeriod: Float?, weightsPerStep: Int = 1) {
+        self.init(store: store, names: AttentionTensorNames(prefix), dim: dim, numHeads: numHeads, context: context,
+                  ropeMaxPeriod: ropeMaxPeriod, weightsPerStep: weightsPerStep)
+    }
+
+    public init(store: WeightStore, names: AttentionTensorNames, dim: Int, numHeads: Int, context: Int?,
                 ropeMaxPeriod: Float?, weightsPerStep: Int = 1) {
         precondition(dim % numHeads == 0, "dim \(dim) not divisible by \(numHeads) heads")
         self.dim = dim
@@ -52,8 +56,8 @@ public final class StreamingAttention: Sendable {
         capacity = context ?? weightsPerStep
         rope = ropeMaxPeriod.map { RoPE(headDim: dim / numHeads, maxPeriod: $0) }
         let steps = max(1, weightsPerStep)
-        let inProj = store.matrix(prefix + "in_proj_weight", shape: [steps * 3 * dim, dim])
-        let outProj = store.matrix(prefix + "out_proj.weight", shape: [steps * dim, dim])
+        let inProj = store.matrix(names.inProj, shape: [steps * 3 * dim, dim])
+        let outProj = store.matrix(names.outProj, shape: [steps * dim, dim])
         inProjs = (0..<steps).map { inProj.rows(($0 * 3 * dim)..<(($0 + 1) * 3 * dim)) }
         outProjs = (0..<steps).map { outProj.rows(($0 * dim)..<(($0 + 1) * dim)) }
     }
@@ -151,6 +155,5 @@ public final class StreamingAttention: Sendable {
             }
             }
         }
-        state.offset += steps
     }
 }

@@ -13,14 +13,18 @@ public struct Norm: Sendable {
     let bias: [Float]
 
     public init(store: WeightStore, prefix: String, kind: Kind, dim: Int) {
+        self.init(store: store, names: NormTensorNames(prefix), kind: kind, dim: dim)
+    }
+
+    public init(store: WeightStore, names: NormTensorNames, kind: Kind, dim: Int) {
         self.kind = kind
         self.dim = dim
         switch kind {
         case .layerNorm:
-            weight = store.tensor(prefix + ".weight", shape: [dim]).data
-            bias = store.tensor(prefix + ".bias", shape: [dim]).data
+            weight = store.tensor(names.weight, shape: [dim]).data
+            bias = store.tensor(names.bias, shape: [dim]).data
         case .rmsNorm:
-            weight = store.tensor(prefix + ".alpha", shape: [1, 1, dim]).data
+            weight = store.tensor(names.alpha, shape: [1, 1, dim]).data
             bias = []
         }
     }

@@ -55,24 +55,28 @@ public final class TransformerLayer: Sendable {
     let layerScale1: [Float]
     let layerScale2: [Float]
 
-    public init(store: WeightStore, prefix: String, config c: TransformerConfig) {
+    public convenience init(store: WeightStore, prefix: String, config c: TransformerConfig) {
+        self.init(store: store, names: TransformerLayerTensorNames(prefix), config: c)
+    }
+
+    public init(store: WeightStore, names n: TransformerLayerTensorNames, config c: TransformerConfig) {
         config = c
-        norm1 = Norm(store: store, prefix: prefix + "norm1", kind: c.norm, dim: c.dim)
-        norm2 = Norm(store: store, prefix: prefix + "norm2", kind: c.norm, dim: c.dim)
-        attention = StreamingAttention(store: store, prefix: prefix + "self_attn.", dim: c.dim, numHeads: c.numHeads,
+        norm1 = Norm(store: store, names: n.norm1, kind: c.norm, dim: c.dim)
+        norm2 = Norm(store: store, names: n.norm2, kind: c.norm, dim: c.dim)
+        attention = StreamingAttention(store: store, names: n.attention, dim: c.dim, numHeads: c.numHeads,
                                        context: c.context, ropeMaxPeriod: c.ropeMaxPeriod, weightsPerStep: c.weightsPerStep)
         switch c.feedForward {
         case .gelu(let hidden):
-            ffnIn = [store.matrix(prefix + "linear1.weight", shape: [hidden, c.dim])]
-            ffnOut = [store.matrix(prefix + "linear2.weight", shape: [c.dim, hidden])]
+            ffnIn = [store.matrix(n.linear1, shape: [hidden, c.dim])]
+            ffnOut = [store.matrix(n.linear2, shape: [c.dim, hidden])]
         case .siluGated(let hidden):
-            let names = c.weightsPerStep > 1 ? (0..<c.weightsPerStep).map { "gating.\($0)." } : ["gating."]
-            ffnIn = names.map { store.matrix(prefix + $0 + "linear_in.weight", shape: [2 * hidden, c.dim]) }
-            ffnOut = names.map { store.matrix(prefix + $0 + "linear_out.weight", shape: [c.dim, hidden]) }
+            let sets = TransformerLayerTensorNames.gatingSets(c)
+            ffnIn = sets.map { store.matrix(n.gatingIn($0), shape: [2 * hidden, c.dim]) }
+            ffnOut = sets.map { store.matrix(n.gatingOut($0), shape: [c.dim, hidden]) }
         }
         if c.layerScale {
-            layerScale1 = store.tensor(prefix + "layer_scale_1.scale", shape: [c.dim]).data
-            layerScale2 = store.tensor(prefix + "layer_scale_2.scale", shape: [c.dim]).data
+            layerScale1 = store.tensor(n.layerScale1, shape: [c.dim]).data
+            layerScale2 = store.tensor(n.layerScale2, shape: [c.dim]).data
         } else {
             layerScale1 = []
             layerScale2 = []
@@ -92,13 +96,10 @@ public final class TransformerLayer: Sendable {
         var update: [Float]   // [maxSteps, dim]
         var inner: [Float]    // [maxSteps, 2·hidden]
         var maxSteps: Int
-        /// Steps seen (selects per-step FFN weights).
-        var offset = 0
+        /// Steps seen (selects per-step FFN weights), as the attention's KV ring counts them.
+        public var offset: Int { attention.offset }
 
-        public mutating func reset() {
-            attention.reset()
-            offset = 0
-        }
+        public mutating func reset() { attention.reset() }
     }
 
     public func makeState(maxSteps: Int = 1) -> State {
@@ -118,7 +119,7 @@ public final class TransformerLayer: Sendable {
             state.inner = [Float](repeating: 0, count: steps * 2 * hidden)
         }
         let h = hidden
-        let start = state.offset
+        let start = state.offset  // before the attention advances it
         state.normed.withUnsafeMutableBufferPointer { normedBuf in
         state.update.withUnsafeMutableBufferPointer { updateBuf in
         state.inner.withUnsafeMutableBufferPointer { innerBuf in
@@ -152,7 +153,6 @@ public final class TransformerLayer: Sendable {
         }
         }
         }
-        state.offset += steps
     }
 
     private func addResidual(_ x: UnsafeMutablePointer<Float>, _ update: UnsafePointer<Float>, scale: [Float], steps: Int) {
@@ -172,13 +172,21 @@ public final class StreamingTransformer: Sendable {
     public let config: TransformerConfig
     public let layers: [TransformerLayer]
 
-    public init(store: WeightStore, prefix: String, config: TransformerConfig) {
+    public convenience init(store: WeightStore, prefix: String, config: TransformerConfig) {
+        self.init(store: store, names: TransformerTensorNames(prefix), config: config)
+    }
+
+    public init(store: WeightStore, names: TransformerTensorNames, config: TransformerConfig) {
         self.config = config
-        layers = (0..<config.numLayers).map { TransformerLayer(store: store, prefix: prefix + "layers.\($0).", config: config) }
+        layers = (0..<config.numLayers).map { TransformerLayer(store: store, names: names.layer($0), config: config) }
     }
 
     public struct State: Sendable {
         public var layers: [TransformerLayer.State]
+        /// Steps this stream has taken (the next step's RoPE position), read from the layers'
+        /// KV rings, which all count the same steps.
+        public var position: Int { layers.first?.offset ?? 0 }
+
         public mutating func reset() {
             for i in layers.indices { layers[i].reset() }
         }

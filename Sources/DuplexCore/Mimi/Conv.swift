@@ -22,12 +22,12 @@ public final class StateBuffer: @unchecked Sendable {
 /// axis but the first — per output channel of a Conv1d, per *input* channel of a
 /// ConvTranspose1d, whose first axis is its input.
 enum ConvWeights {
-    static func load(_ store: WeightStore, _ prefix: String, shape: [Int]) -> Tensor {
-        guard !store.contains(prefix + "weight"), store.contains(prefix + "weight_v") else {
-            return store.tensor(prefix + "weight", shape: shape)
+    static func load(_ store: WeightStore, _ names: ConvTensorNames, shape: [Int]) -> Tensor {
+        guard !store.contains(names.weight), store.contains(names.weightV) else {
+            return store.tensor(names.weight, shape: shape)
         }
-        var v = store.tensor(prefix + "weight_v", shape: shape)
-        let g = store.tensor(prefix + "weight_g", shape: [shape[0], 1, 1])
+        var v = store.tensor(names.weightV, shape: shape)
+        let g = store.tensor(names.weightG, shape: [shape[0], 1, 1])
         let inner = shape.dropFirst().reduce(1, *)
         for o in 0..<shape[0] {
             var sum: Double = 0
@@ -96,11 +96,18 @@ public final class StreamingConv1d: Sendable {
     let bias: FloatBox?
 
     /// Loads `<prefix>weight` [Cout, Cin, K] (or its weight-norm pair) and `<prefix>bias` [Cout].
-    public init(store: WeightStore, prefix: String, inChannels: Int, outChannels: Int, kernel: Int, stride: Int = 1,
+    public convenience init(store: WeightStore, prefix: String, inChannels: Int, outChannels: Int, kernel: Int, stride: Int = 1,
+                            dilation: Int = 1, bias hasBias: Bool = true, padding: Padding = .constant) {
+        self.init(store: store, names: ConvTensorNames(prefix), inChannels: inChannels, outChannels: outChannels, kernel: kernel,
+                  stride: stride, dilation: dilation, bias: hasBias, padding: padding)
+    }
+
+    /// Loads `names.weight` [Cout, Cin, K] (or its weight-norm pair) and `names.bias` [Cout].
+    public init(store: WeightStore, names: ConvTensorNames, inChannels: Int, outChannels: Int, kernel: Int, stride: Int = 1,
                 dilation: Int = 1, bias hasBias: Bool = true, padding: Padding = .constant) {
         precondition(kernel >= 1 && stride >= 1 && dilation >= 1 && (kernel - 1) * dilation + 1 >= stride,
-                     "conv \(prefix): kernel \(kernel), stride \(stride), dilation \(dilation)")
-        name = prefix
+                     "conv \(names.prefix): kernel \(kernel), stride \(stride), dilation \(dilation)")
+        name = names.prefix
         self.inChannels = inChannels
         self.outChannels = outChannels
         self.kernel = kernel
@@ -108,7 +115,7 @@ public final class StreamingConv1d: Sendable {
         self.dilation = dilation
         self.padding = padding
         context = (kernel - 1) * dilation + 1 - stride
-        let w = ConvWeights.load(store, prefix, shape: [outChannels, inChannels, kernel])
+        let w = ConvWeights.load(store, names, shape: [outChannels, inChannels, kernel])
         var reordered = [Float](repeating: 0, count: w.count)
         for o in 0..<outChannels {
             for c in 0..<inChannels {
@@ -118,7 +125,7 @@ public final class StreamingConv1d: Sendable {
             }
         }
         weight = PackedWeights(reordered, n: outChannels, k: kernel * inChannels)
-        bias = hasBias ? FloatBox(store.tensor(prefix + "bias", shape: [outChannels]).data) : nil
+        bias = hasBias ? FloatBox(store.tensor(names.bias, shape: [outChannels]).data) : nil
     }
 
     public struct State: Sendable {
@@ -241,8 +248,15 @@ public final class StreamingConvTranspose1d: Sendable {
     let bias: FloatBox?
 
     /// Loads `<prefix>weight` ([Cin, Cout, K], or [C, 1, K] when depthwise) and `<prefix>bias` [Cout].
-    public init(store: WeightStore, prefix: String, inChannels: Int, outChannels: Int, kernel: Int, stride: Int,
+    public convenience init(store: WeightStore, prefix: String, inChannels: Int, outChannels: Int, kernel: Int, stride: Int,
+                            depthwise: Bool = false, bias hasBias: Bool = true) {
+        self.init(store: store, names: ConvTensorNames(prefix), inChannels: inChannels, outChannels: outChannels, kernel: kernel,
+                  stride: stride, depthwise: depthwise, bias: hasBias)
+    }
+
+    public init(store: WeightStore, names: ConvTensorNames, inChannels: Int, outChannels: Int, kernel: Int, stride: Int,
                 depthwise: Bool = false, bias hasBias: Bool = true) {
+        let prefix = names.prefix
         precondition(kernel >= stride && stride >= 1, "conv transpose \(prefix): kernel \(kernel) < stride \(stride)")
         precondition(!depthwise || inChannels == outChannels, "depthwise conv transpose \(prefix) needs Cin = Cout")
         name = prefix
@@ -253,10 +267,10 @@ public final class StreamingConvTranspose1d: Sendable {
         self.depthwise = depthwise
         trim = kernel - stride
         if depthwise {
-            depthwiseWeight = FloatBox(ConvWeights.load(store, prefix, shape: [inChannels, 1, kernel]).data)
+            depthwiseWeight = FloatBox(ConvWeights.load(store, names, shape: [inChannels, 1, kernel]).data)
             weight = nil
         } else {
-            let w = ConvWeights.load(store, prefix, shape: [inChannels, outChannels, kernel])
+            let w = ConvWeights.load(store, names, shape: [inChannels, outChannels, kernel])
             var reordered = [Float](repeating: 0, count: w.count)
             for c in 0..<inChannels {
                 for o in 0..<outChannels {
@@ -268,7 +282,7 @@ public final class StreamingConvTranspose1d: Sendable {
             weight = PackedWeights(reordered, n: kernel * outChannels, k: inChannels)
             depthwiseWeight = nil
         }
-        bias = hasBias ? FloatBox(store.tensor(prefix + "bias", shape: [outChannels]).data) : nil
+        bias = hasBias ? FloatBox(store.tensor(names.bias, shape: [outChannels]).data) : nil
     }
 
     public struct State: Sendable {

@@ -55,18 +55,21 @@ public final class Mimi: Sendable {
     let decoderTransformer: StreamingTransformer
     let decoder: SEANetDecoder
 
-    /// Builds Mimi from `store` by the checkpoint's own tensor names. Call `store.finish()`
+    /// Builds Mimi from `store` by the checkpoint's own tensor names (`MimiTensorNames`): the
+    /// store checks its file against `MimiTensorNames.table(config)` first. Call `store.finish()`
     /// afterwards to fail on anything missing, misshaped or unexpected (`load` does).
     public init(store: WeightStore, config: MimiConfig = .released()) throws {
         try config.validate()
         self.config = config
-        encoder = SEANetEncoder(store: store, config: config)
-        encoderTransformer = StreamingTransformer(store: store, prefix: "encoder_transformer.transformer.", config: config.transformerConfig)
-        downsample = ConvDownsample1d(store: store, dimension: config.dimension, stride: config.resampleStride)
-        quantizer = SplitResidualVectorQuantizer(store: store, config: config)
-        upsample = ConvTrUpsample1d(store: store, dimension: config.dimension, stride: config.resampleStride)
-        decoderTransformer = StreamingTransformer(store: store, prefix: "decoder_transformer.transformer.", config: config.transformerConfig)
-        decoder = SEANetDecoder(store: store, config: config)
+        let names = MimiTensorNames(config: config)
+        store.expect(MimiTensorNames.table(config))
+        encoder = SEANetEncoder(store: store, names: names, config: config)
+        encoderTransformer = StreamingTransformer(store: store, names: names.encoderTransformer, config: config.transformerConfig)
+        downsample = ConvDownsample1d(store: store, names: names.downsample, dimension: config.dimension, stride: config.resampleStride)
+        quantizer = SplitResidualVectorQuantizer(store: store, names: names, config: config)
+        upsample = ConvTrUpsample1d(store: store, names: names.upsample, dimension: config.dimension, stride: config.resampleStride)
+        decoderTransformer = StreamingTransformer(store: store, names: names.decoderTransformer, config: config.transformerConfig)
+        decoder = SEANetDecoder(store: store, names: names, config: config)
     }
 
     /// Opens a Mimi checkpoint strictly. The configuration is `config`, else the one a file made
@@ -114,9 +117,12 @@ public final class Mimi: Sendable {
         let scratch: StateBuffer
         let quantizerScratch: StateBuffer
         let dimension: Int
-        /// Frames encoded / decoded since the last reset.
-        public internal(set) var encodedFrames = 0
-        public internal(set) var decodedFrames = 0
+        /// 25 Hz transformer steps per frame.
+        let stride: Int
+        /// Frames encoded / decoded since the last reset, as the encoder's and the decoder's
+        /// transformers count their steps (one position per stream, nowhere else).
+        public var encodedFrames: Int { encoderTransformer.position / stride }
+        public var decodedFrames: Int { decoderTransformer.position / stride }
         /// Non-finite input samples replaced (NaN → 0, ±Inf → ±1) since the last reset.
         public internal(set) var sanitizedSamples = 0
         /// Per-block timing, when attached (`MimiProfile(stages: mimi.config.ratios.count)`).
@@ -127,6 +133,7 @@ public final class Mimi: Sendable {
             let c = m.config
             let steps = maxFrames * c.resampleStride
             dimension = c.dimension
+            stride = c.resampleStride
             encoder = m.encoder.makeState(maxSamples: maxFrames * c.frameSize)
             encoderTransformer = m.encoderTransformer.makeState(maxSteps: c.resampleStride)
             downsample = m.downsample.conv.makeState(maxSteps: steps)
@@ -150,8 +157,6 @@ public final class Mimi: Sendable {
             upsample.reset()
             decoderTransformer.reset()
             decoder.reset()
-            encodedFrames = 0
-            decodedFrames = 0
             sanitizedSamples = 0
         }
 
@@ -210,7 +215,6 @@ public final class Mimi: Sendable {
         quantizer.encode(state.latent.pointer, frames: frames, codebooks: c.numCodebooks, codes: codes,
                          scratch: state.quantizerScratch.pointer)
         profile?.mark(.quantizerEncode)
-        state.encodedFrames += frames
     }
 
     /// One frame of `codebooks` codes → 1920 samples.
@@ -252,7 +256,6 @@ public final class Mimi: Sendable {
         }
         profile?.mark(.decoderTransformer)
         decoder.step(steps: frames * stride, into: output, state: &state.decoder, scratch: scratch, profile: profile)
-        state.decodedFrames += frames
     }
 
     // MARK: offline

@@ -80,6 +80,7 @@ public struct MimiConfig: Sendable, Equatable {
         try check(transformerHeads > 0 && dimension % transformerHeads == 0 && (dimension / transformerHeads) % 2 == 0,
                   "dimension \(dimension) must split into \(transformerHeads) heads of even size")
         try check(transformerContext > 0, "transformer context must be positive")
+        try check(transformerLayers >= 1, "transformer layers must be at least 1, got \(transformerLayers)")
         try check(semanticCodebooks >= 1 && totalCodebooks > semanticCodebooks,
                   "need 1 ≤ semantic codebooks (\(semanticCodebooks)) < total codebooks (\(totalCodebooks))")
         try check(numCodebooks >= 1 && numCodebooks <= totalCodebooks,

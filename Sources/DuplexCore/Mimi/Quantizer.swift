@@ -70,12 +70,12 @@ struct EuclideanCodebook: Sendable {
     let halfNorms: FloatBox
     let maxHalfNorm: Float
 
-    init(store: WeightStore, prefix: String, bins: Int, dim: Int) {
+    init(store: WeightStore, names: MimiTensorNames.Codebook, bins: Int, dim: Int) {
         self.bins = bins
         self.dim = dim
-        let sum = store.tensor(prefix + "embedding_sum", shape: [bins, dim])
-        let usage = store.tensor(prefix + "cluster_usage", shape: [bins])
-        store.ignore(prefix + "_initialized")
+        let sum = store.tensor(names.embeddingSum, shape: [bins, dim])
+        let usage = store.tensor(names.clusterUsage, shape: [bins])
+        store.ignore(names.initialized)
         var c = sum.data
         for b in 0..<bins {
             let u = max(usage.data[b], EuclideanCodebook.epsilon)
@@ -103,21 +103,20 @@ final class ResidualVectorQuantizer: Sendable {
     let codebooks: [EuclideanCodebook]
 
     /// Checks every level of the checkpoint, keeps the first `materialized`.
-    init(store: WeightStore, prefix: String, levels: Int, materialized: Int, dimension: Int, codebookDim: Int, bins: Int) {
+    init(store: WeightStore, names: MimiTensorNames.Quantizer, materialized: Int, dimension: Int, codebookDim: Int, bins: Int) {
         dim = codebookDim
         self.bins = bins
-        inputProj = store.matrix(prefix + "input_proj.weight", shape: [codebookDim, dimension, 1])
-        outputProj = store.matrix(prefix + "output_proj.weight", shape: [dimension, codebookDim, 1])
+        inputProj = store.matrix(names.inputProj, shape: [codebookDim, dimension, 1])
+        outputProj = store.matrix(names.outputProj, shape: [dimension, codebookDim, 1])
         var books: [EuclideanCodebook] = []
-        for l in 0..<levels {
-            let p = prefix + "vq.layers.\(l)._codebook."
+        for (l, book) in names.codebooks.enumerated() {
             if l < materialized {
-                books.append(EuclideanCodebook(store: store, prefix: p, bins: bins, dim: codebookDim))
+                books.append(EuclideanCodebook(store: store, names: book, bins: bins, dim: codebookDim))
             } else {
                 // Validated (name, shape, dtype) without widening a copy nobody will use.
-                _ = store.matrix(p + "embedding_sum", shape: [bins, codebookDim])
-                _ = store.matrix(p + "cluster_usage", shape: [bins])
-                store.ignore(p + "_initialized")
+                _ = store.matrix(book.embeddingSum, shape: [bins, codebookDim])
+                _ = store.matrix(book.clusterUsage, shape: [bins])
+                store.ignore(book.initialized)
             }
         }
         codebooks = books
@@ -173,15 +172,15 @@ public final class SplitResidualVectorQuantizer: Sendable {
     let first: ResidualVectorQuantizer
     let rest: ResidualVectorQuantizer
 
-    init(store: WeightStore, config c: MimiConfig) {
+    init(store: WeightStore, names: MimiTensorNames, config c: MimiConfig) {
         semanticLevels = c.semanticCodebooks
         totalLevels = c.totalCodebooks
         usableLevels = c.numCodebooks
         bins = c.bins
-        first = ResidualVectorQuantizer(store: store, prefix: "quantizer.rvq_first.", levels: c.semanticCodebooks,
+        first = ResidualVectorQuantizer(store: store, names: names.rvqFirst,
                                         materialized: min(c.numCodebooks, c.semanticCodebooks), dimension: c.dimension,
                                         codebookDim: c.codebookDimension, bins: c.bins)
-        rest = ResidualVectorQuantizer(store: store, prefix: "quantizer.rvq_rest.", levels: c.totalCodebooks - c.semanticCodebooks,
+        rest = ResidualVectorQuantizer(store: store, names: names.rvqRest,
                                        materialized: max(0, c.numCodebooks - c.semanticCodebooks), dimension: c.dimension,
                                        codebookDim: c.codebookDimension, bins: c.bins)
     }

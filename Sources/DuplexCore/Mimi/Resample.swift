@@ -6,8 +6,8 @@ import Foundation
 public final class ConvDownsample1d: Sendable {
     let conv: StreamingConv1d
 
-    init(store: WeightStore, dimension: Int, stride: Int) {
-        conv = StreamingConv1d(store: store, prefix: "downsample.conv.conv.conv.", inChannels: dimension, outChannels: dimension,
+    init(store: WeightStore, names: ConvTensorNames, dimension: Int, stride: Int) {
+        conv = StreamingConv1d(store: store, names: names, inChannels: dimension, outChannels: dimension,
                                kernel: 2 * stride, stride: stride, bias: false, padding: .replicate)
     }
 }
@@ -18,8 +18,8 @@ public final class ConvDownsample1d: Sendable {
 public final class ConvTrUpsample1d: Sendable {
     let convtr: StreamingConvTranspose1d
 
-    init(store: WeightStore, dimension: Int, stride: Int) {
-        convtr = StreamingConvTranspose1d(store: store, prefix: "upsample.convtr.convtr.convtr.", inChannels: dimension,
+    init(store: WeightStore, names: ConvTensorNames, dimension: Int, stride: Int) {
+        convtr = StreamingConvTranspose1d(store: store, names: names, inChannels: dimension,
                                           outChannels: dimension, kernel: 2 * stride, stride: stride, depthwise: true, bias: false)
     }
 }

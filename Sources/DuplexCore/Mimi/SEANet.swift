@@ -8,12 +8,11 @@ final class SEANetResBlock: Sendable {
     let conv1: StreamingConv1d
     let conv2: StreamingConv1d
 
-    init(store: WeightStore, prefix: String, dim: Int, kernel: Int, dilation: Int, compress: Int) {
+    init(store: WeightStore, names: MimiTensorNames.ResBlock, dim: Int, kernel: Int, dilation: Int, compress: Int) {
         self.dim = dim
         let hidden = dim / compress
-        conv1 = StreamingConv1d(store: store, prefix: prefix + "block.1.conv.conv.", inChannels: dim, outChannels: hidden,
-                                kernel: kernel, dilation: dilation)
-        conv2 = StreamingConv1d(store: store, prefix: prefix + "block.3.conv.conv.", inChannels: hidden, outChannels: dim, kernel: 1)
+        conv1 = StreamingConv1d(store: store, names: names.conv1, inChannels: dim, outChannels: hidden, kernel: kernel, dilation: dilation)
+        conv2 = StreamingConv1d(store: store, names: names.conv2, inChannels: hidden, outChannels: dim, kernel: 1)
     }
 
     struct State: Sendable {
@@ -55,29 +54,22 @@ final class SEANetEncoder: Sendable {
     let stages: [Stage]
     let last: StreamingConv1d
 
-    init(store: WeightStore, config c: MimiConfig) {
-        let p = "encoder.model."
-        var index = 0
-        first = StreamingConv1d(store: store, prefix: p + "\(index).conv.conv.", inChannels: 1, outChannels: c.filters, kernel: c.kernelSize)
-        index += 1
+    init(store: WeightStore, names n: MimiTensorNames, config c: MimiConfig) {
+        first = StreamingConv1d(store: store, names: n.encoderFirst, inChannels: 1, outChannels: c.filters, kernel: c.kernelSize)
         var channels = c.filters
         var stages: [Stage] = []
-        for ratio in c.ratios.reversed() {
+        for (ratio, stageNames) in zip(c.ratios.reversed(), n.encoderStages) {
             var blocks: [SEANetResBlock] = []
-            for j in 0..<c.residualLayers {
-                blocks.append(SEANetResBlock(store: store, prefix: p + "\(index).", dim: channels, kernel: c.residualKernelSize,
-                                             dilation: Int(pow(Double(c.dilationBase), Double(j))), compress: c.compress))
-                index += 1
+            for (j, b) in stageNames.blocks.enumerated() {
+                blocks.append(SEANetResBlock(store: store, names: b, dim: channels, kernel: c.residualKernelSize,
+                                             dilation: MimiTensorNames.dilation(c, block: j), compress: c.compress))
             }
-            index += 1  // ELU
-            let down = StreamingConv1d(store: store, prefix: p + "\(index).conv.conv.", inChannels: channels,
+            let down = StreamingConv1d(store: store, names: stageNames.down, inChannels: channels,
                                        outChannels: 2 * channels, kernel: 2 * ratio, stride: ratio)
-            index += 1
             stages.append(Stage(channels: channels, ratio: ratio, blocks: blocks, down: down))
             channels *= 2
         }
-        index += 1  // ELU
-        last = StreamingConv1d(store: store, prefix: p + "\(index).conv.conv.", inChannels: channels, outChannels: c.dimension,
+        last = StreamingConv1d(store: store, names: n.encoderLast, inChannels: channels, outChannels: c.dimension,
                                kernel: c.lastKernelSize)
         self.stages = stages
     }
@@ -173,30 +165,23 @@ final class SEANetDecoder: Sendable {
     let stages: [Stage]
     let last: StreamingConv1d
 
-    init(store: WeightStore, config c: MimiConfig) {
-        let p = "decoder.model."
+    init(store: WeightStore, names n: MimiTensorNames, config c: MimiConfig) {
         var channels = c.filters << c.ratios.count
-        var index = 0
-        first = StreamingConv1d(store: store, prefix: p + "\(index).conv.conv.", inChannels: c.dimension, outChannels: channels,
+        first = StreamingConv1d(store: store, names: n.decoderFirst, inChannels: c.dimension, outChannels: channels,
                                 kernel: c.kernelSize)
-        index += 1
         var stages: [Stage] = []
-        for ratio in c.ratios {
-            index += 1  // ELU
-            let up = StreamingConvTranspose1d(store: store, prefix: p + "\(index).convtr.convtr.", inChannels: channels,
+        for (ratio, stageNames) in zip(c.ratios, n.decoderStages) {
+            let up = StreamingConvTranspose1d(store: store, names: stageNames.up, inChannels: channels,
                                               outChannels: channels / 2, kernel: 2 * ratio, stride: ratio)
-            index += 1
             channels /= 2
             var blocks: [SEANetResBlock] = []
-            for j in 0..<c.residualLayers {
-                blocks.append(SEANetResBlock(store: store, prefix: p + "\(index).", dim: channels, kernel: c.residualKernelSize,
-                                             dilation: Int(pow(Double(c.dilationBase), Double(j))), compress: c.compress))
-                index += 1
+            for (j, b) in stageNames.blocks.enumerated() {
+                blocks.append(SEANetResBlock(store: store, names: b, dim: channels, kernel: c.residualKernelSize,
+                                             dilation: MimiTensorNames.dilation(c, block: j), compress: c.compress))
             }
             stages.append(Stage(channels: channels, ratio: ratio, up: up, blocks: blocks))
         }
-        index += 1  // ELU
-        last = StreamingConv1d(store: store, prefix: p + "\(index).conv.conv.", inChannels: channels, outChannels: 1,
+        last = StreamingConv1d(store: store, names: n.decoderLast, inChannels: channels, outChannels: 1,
                                kernel: c.lastKernelSize)
         self.stages = stages
     }

@@ -107,3 +107,74 @@ public struct ValueScan: Sendable {
         return scan
     }
 }
+
+/// A weight file checked against the tensor table of the model it holds (`duplex info`).
+public struct TableCheck: Sendable {
+    public let table: TensorTable
+    /// Which config the table was built for, in words.
+    public let configSource: String
+    public let comparison: TensorTable.Comparison
+
+    public init(table: TensorTable, configSource: String, file: SafetensorsFile) {
+        self.table = table
+        self.configSource = configSource
+        comparison = table.compare(file)
+    }
+
+    /// The table for `file` by its recognised kind: Mimi by the config its metadata records
+    /// (files made by duplex's tools) or the released one; the LM by `lmConfig` (a folder's
+    /// config.json), else its metadata's config, else moshiko 7B, as Kyutai assumes. Nil for other kinds.
+    public static func check(_ file: SafetensorsFile, kind: CheckpointKind, lmConfig: (LMConfig, String)? = nil) -> TableCheck? {
+        switch kind {
+        case .mimi:
+            if let json = file.metadata["config"], let c = try? MimiConfig(kyutaiJSON: json) {
+                return TableCheck(table: MimiTensorNames.table(c), configSource: "the config in the file's metadata", file: file)
+            }
+            return TableCheck(table: MimiTensorNames.table(.released()), configSource: "the released Mimi", file: file)
+        case .moshiLM, .moshiLMCandle:
+            var fromMetadata: (LMConfig, String)?
+            if let json = file.metadata["config"], let c = try? LMConfig(kyutaiConfigJSON: Data(json.utf8)) {
+                fromMetadata = (c, "the config in the file's metadata")
+            }
+            let (c, source) = lmConfig ?? fromMetadata ?? (.moshi7B, "moshiko 7B (no config.json)")
+            return TableCheck(table: LMTensorNames.table(c), configSource: source, file: file)
+        case .unknown:
+            return nil
+        }
+    }
+
+    /// One line per problem kind and entry, at most `limit` of each kind (nil: all).
+    public func reportLines(limit: Int? = 10) -> [String] {
+        let c = comparison
+        var lines: [String] = []
+        func add<T>(_ items: [T], _ label: String, _ line: (T) -> String) {
+            let shown = limit.map { Array(items.prefix($0)) } ?? items
+            for item in shown { lines.append("\(label) \(line(item))") }
+            if shown.count < items.count { lines.append("\(label) … and \(items.count - shown.count) more") }
+        }
+        add(c.missing, "missing:   ") { "\($0.name) \($0.shape) — \($0.role)" }
+        add(c.misshaped, "misshaped: ") { "\($0.spec.name) is \($0.shape), the table says \($0.spec.shape) — \($0.spec.role)" }
+        add(c.wrongType, "wrong type:") { "\($0.spec.name) is \($0.dtype.rawValue), expected a float type — \($0.spec.role)" }
+        add(c.unexpected, "extra:     ") { "\($0.name) \($0.shape) \($0.dtype.rawValue) (no entry of the table)" }
+        return lines
+    }
+
+    /// Every tensor: table entries in load order (name, shape, dtype as stored, role), then the
+    /// file's tensors that are no entry.
+    public func listing(_ file: SafetensorsFile) -> [(name: String, shape: String, dtype: String, role: String)] {
+        var rows: [(name: String, shape: String, dtype: String, role: String)] = []
+        for s in table.specs {
+            if let e = file.entries[s.name] {
+                let note = e.shape == s.shape ? "" : " [MISSHAPED: the table says \(s.shape)]"
+                rows.append((s.name, "\(e.shape)", e.dtype.rawValue, s.role + note))
+            } else if let pair = s.weightNormPair, let v = file.entries[pair.v.name] {
+                rows.append((pair.v.name, "\(v.shape)", v.dtype.rawValue, pair.v.role))
+                if let g = file.entries[pair.g.name] { rows.append((pair.g.name, "\(g.shape)", g.dtype.rawValue, pair.g.role)) }
+            } else {
+                rows.append((s.name, "\(s.shape)", "-", s.role + (s.required ? " [MISSING]" : " [absent, optional]")))
+            }
+        }
+        for u in comparison.unexpected { rows.append((u.name, "\(u.shape)", u.dtype.rawValue, "[EXTRA: no entry of the \(table.model) table]")) }
+        return rows
+    }
+}

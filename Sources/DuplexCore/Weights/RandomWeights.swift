@@ -8,8 +8,20 @@ struct RandomWeights {
     let seed: UInt64
     let matrixType: DType
 
-    enum Kind { case ones(spread: Float), zeros(spread: Float), constant(Float), scaled(Float) }
+    enum Kind: Equatable { case ones(spread: Float), zeros(spread: Float), constant(Float), scaled(Float) }
 
+    /// The spread of a table entry, by its kind (the same as `kind(of:shape:)` gives for its name).
+    static func kind(of spec: TensorSpec) -> Kind {
+        switch spec.kind {
+        case .codebookUsage, .buffer: return .constant(1)
+        case .codebookSum, .embedding: return .scaled(1)
+        case .norm, .layerScale: return .ones(spread: 0.05)
+        case .bias: return .zeros(spread: 0.02)
+        case .matrix, .conv, .convTranspose: return .scaled(1 / Float(max(1, spec.shape.dropFirst().reduce(1, *))).squareRoot())
+        }
+    }
+
+    /// The spread a tensor's name suggests (stores without a table).
     static func kind(of name: String, shape: [Int]) -> Kind {
         let leaf = name.split(separator: ".").last.map(String.init) ?? name
         if leaf == "cluster_usage" || leaf == "_initialized" { return .constant(1) }
@@ -28,10 +40,10 @@ struct RandomWeights {
     }
 
     /// Fills `count` values, calling `store` for each.
-    private func fill(_ name: String, shape: [Int], count: Int, _ store: (Int, Float) -> Void) {
+    private func fill(_ name: String, kind: Kind, count: Int, _ store: (Int, Float) -> Void) {
         var g = generator(for: name)
         let root3: Float = 1.7320508
-        switch Self.kind(of: name, shape: shape) {
+        switch kind {
         case .constant(let v): for i in 0..<count { store(i, v) }
         case .ones(let spread): for i in 0..<count { store(i, 1 + spread * root3 * (2 * g.nextFloat() - 1)) }
         case .zeros(let spread): for i in 0..<count { store(i, spread * root3 * (2 * g.nextFloat() - 1)) }
@@ -39,22 +51,22 @@ struct RandomWeights {
         }
     }
 
-    func tensor(_ name: String, shape: [Int]) -> Tensor {
+    func tensor(_ name: String, shape: [Int], kind: Kind) -> Tensor {
         let count = shape.reduce(1, *)
         var data = [Float](repeating: 0, count: count)
-        data.withUnsafeMutableBufferPointer { d in fill(name, shape: shape, count: count) { d[$0] = $1 } }
+        data.withUnsafeMutableBufferPointer { d in fill(name, kind: kind, count: count) { d[$0] = $1 } }
         return Tensor(shape: shape, data: data)
     }
 
-    func matrix(_ name: String, shape: [Int]) -> WeightMatrix {
+    func matrix(_ name: String, shape: [Int], kind: Kind) -> WeightMatrix {
         let rows = shape.first ?? 0
         let cols = shape.dropFirst().reduce(1, *)
         if matrixType == .bf16 {
             let box = BF16Box(count: rows * cols)
             let p = box.pointer
-            fill(name, shape: shape, count: rows * cols) { p[$0] = HalfPrecision.floatToBF16($1) }
+            fill(name, kind: kind, count: rows * cols) { p[$0] = HalfPrecision.floatToBF16($1) }
             return WeightMatrix(rows: rows, cols: cols, storage: .bf16(UnsafePointer(p)), owner: box)
         }
-        return WeightMatrix(tensor(name, shape: shape).reshaped([rows, cols]))
+        return WeightMatrix(tensor(name, shape: shape, kind: kind).reshaped([rows, cols]))
     }
 }

@@ -103,6 +103,12 @@ final class FloatBox: @unchecked Sendable {
 /// name was missing, misshaped or wrongly typed, or if the file holds tensors nobody asked for.
 /// A requested tensor that has a problem comes back as zeros so loading can go on and collect
 /// the rest of the problems.
+///
+/// Models hand the store their tensor table first (`expect`, done by `Mimi` and `LMModel`): the
+/// file is then checked against the table (missing, misshaped, wrongly typed entries; at
+/// `finish()`, tensors that are no entry), and the table is what the initialisers may ask for —
+/// a request outside it, at another shape, or an entry nobody asked for is a programmer error.
+/// Without a table (tests of single layers) the books are kept by what was asked.
 public final class WeightStore {
     public let files: [SafetensorsFile]
     private var index: [String: (file: SafetensorsFile, entry: SafetensorsFile.Entry)] = [:]
@@ -111,6 +117,10 @@ public final class WeightStore {
     private let label: String
     /// Set for a store that makes up its weights (see `init(randomSeed:matrixType:)`).
     private let random: RandomWeights?
+    /// The tables of the models built from this store (see `expect`), merged.
+    public private(set) var table: TensorTable?
+    /// Table entries whose problems are already noted (so a request does not note them again).
+    private var flagged: Set<String> = []
 
     public init(files: [SafetensorsFile]) throws {
         self.files = files
@@ -135,7 +145,8 @@ public final class WeightStore {
     }
 
     /// A store with no file that makes up every tensor a model asks for, deterministically from
-    /// the seed and the tensor's name, spread like trained weights (see `RandomWeights`). For the
+    /// the seed and the tensor's name, spread like trained weights (see `RandomWeights`): with a
+    /// model's table, exactly the table's tensors, at the table's shapes, spread by their kind. For the
     /// embedded default model and for measuring architectures without a checkpoint. Matrices are
     /// held as `matrixType` (`.bf16` keeps a 7B model at 15 GB).
     public init(randomSeed: UInt64, matrixType: DType = .f32) {
@@ -156,10 +167,42 @@ public final class WeightStore {
 
     public var names: [String] { index.keys.sorted() }
 
-    /// Whether the checkpoint holds `name`. A random store holds exactly what is asked for, so
-    /// alternatives (e.g. folded `weight` vs `weight_g`/`weight_v`) resolve to the plain name.
+    /// Names handed out (or deliberately ignored) so far.
+    public var requestedNames: Set<String> { used }
+
+    /// Checks the file against a model's tensor table and keeps the table as what may be asked
+    /// for. Missing, misshaped and wrongly typed entries are noted now (each once, worded as
+    /// always); tensors that are no entry are reported by `finish()`. A second table (two models
+    /// from one store) is merged with the first.
+    public func expect(_ t: TensorTable) {
+        table = table.map { TensorTable(model: "\($0.model) + \(t.model)", specs: $0.specs + t.specs) } ?? t
+        guard random == nil else { return }
+        let c = t.compare(fileEntries)
+        problems += c.problems.filter { $0.kind != .unexpectedTensor }
+        flagged.formUnion(c.missing.map(\.name) + c.misshaped.map(\.spec.name) + c.wrongType.map(\.spec.name))
+    }
+
+    private var fileEntries: [String: (shape: [Int], dtype: DType)] {
+        index.mapValues { (shape: $0.entry.shape, dtype: $0.entry.dtype) }
+    }
+
+    /// The table entry `name` stands for; a request outside the table is a programmer error.
+    private func spec(_ table: TensorTable, _ name: String, shape: [Int]) -> TensorSpec {
+        guard let s = table.resolve(name) else {
+            preconditionFailure("\(name) is not in the \(table.model) tensor table (the table and the initialiser disagree)")
+        }
+        precondition(s.shape == shape, "\(name) is asked for as \(shape), the \(table.model) tensor table says \(s.shape)")
+        return s
+    }
+
+    /// Whether the checkpoint holds `name`. A random store holds exactly its table (or, without
+    /// one, what is asked for), so alternatives (e.g. folded `weight` vs `weight_g`/`weight_v`)
+    /// resolve to the plain name.
     public func contains(_ name: String) -> Bool {
-        if random != nil { return !name.hasSuffix("_g") && !name.hasSuffix("_v") }
+        if random != nil {
+            if let table { return table[name] != nil }
+            return !name.hasSuffix("_g") && !name.hasSuffix("_v")
+        }
         return index[name] != nil
     }
 
@@ -171,6 +214,11 @@ public final class WeightStore {
 
     private func lookup(_ name: String, shape: [Int]) -> (SafetensorsFile, SafetensorsFile.Entry)? {
         used.insert(name)
+        if let table {
+            _ = spec(table, name, shape: shape)
+            guard !flagged.contains(name), let found = index[name] else { return nil }
+            return found
+        }
         guard let (file, entry) = index[name] else {
             note(.missingTensor, "missing tensor \(name) (expected shape \(shape))")
             return nil
@@ -183,7 +231,7 @@ public final class WeightStore {
 
     /// A float tensor of exactly `shape`, converted to Float32.
     public func tensor(_ name: String, shape: [Int]) -> Tensor {
-        if let random { used.insert(name); return random.tensor(name, shape: shape) }
+        if let random { return random.tensor(name, shape: shape, kind: randomKind(name, shape: shape)) }
         guard let (file, entry) = lookup(name, shape: shape),
               let t = try? file.floatTensor(entry) else { return Tensor(zeros: shape) }
         if residentCopies { file.releasePages(entry) }
@@ -203,7 +251,7 @@ public final class WeightStore {
     public func matrix(_ name: String, shape: [Int]) -> WeightMatrix {
         let rows = shape.first ?? 0
         let cols = shape.dropFirst().reduce(1, *)
-        if let random { used.insert(name); return random.matrix(name, shape: shape) }
+        if let random { return random.matrix(name, shape: shape, kind: randomKind(name, shape: shape)) }
         guard let (file, entry) = lookup(name, shape: shape) else {
             return WeightMatrix(Tensor(zeros: [rows, cols]))
         }
@@ -227,15 +275,33 @@ public final class WeightStore {
         }
     }
 
-    /// Marks names as deliberately unused (buffers a model does not need, e.g. `_initialized`).
-    public func ignore(_ name: String) { if index[name] != nil { used.insert(name) } }
+    /// A random store's distribution for `name`: by its table entry's kind, else by its name.
+    private func randomKind(_ name: String, shape: [Int]) -> RandomWeights.Kind {
+        used.insert(name)
+        guard let table else { return RandomWeights.kind(of: name, shape: shape) }
+        return RandomWeights.kind(of: spec(table, name, shape: shape))
+    }
 
-    /// Throws every problem collected so far, plus every tensor in the files that was never
-    /// asked for (unless it matches one of `allowUnused`'s predicates).
+    /// Marks names as deliberately unused (buffers a model does not need, e.g. `_initialized`).
+    public func ignore(_ name: String) {
+        if index[name] != nil || table?[name] != nil { used.insert(name) }
+    }
+
+    /// Throws every problem collected so far, plus every tensor in the files that is no entry of
+    /// the table (without a table: that was never asked for), unless it matches `allowUnused`.
     public func finish(allowUnused: (String) -> Bool = { _ in false }) throws {
         var all = problems
-        for name in index.keys.sorted() where !used.contains(name) && !allowUnused(name) {
-            all.append(.init(kind: .unexpectedTensor, message: "unexpected tensor \(name) \(index[name]!.entry.shape) (not part of this model)"))
+        if let table {
+            for s in table.specs where !used.contains(s.name) && !(s.weightNormPair.map { used.contains($0.v.name) } ?? false) {
+                preconditionFailure("\(s.name) is in the \(table.model) tensor table but no initialiser asked for it")
+            }
+            for u in table.compare(fileEntries).unexpected where !allowUnused(u.name) {
+                all.append(.init(kind: .unexpectedTensor, message: "unexpected tensor \(u.name) \(u.shape) (not part of this model)"))
+            }
+        } else {
+            for name in index.keys.sorted() where !used.contains(name) && !allowUnused(name) {
+                all.append(.init(kind: .unexpectedTensor, message: "unexpected tensor \(name) \(index[name]!.entry.shape) (not part of this model)"))
+            }
         }
         if !all.isEmpty { throw SafetensorsError(path: label, problems: all) }
     }
