@@ -18,9 +18,9 @@ public final class StreamingAttention: Sendable {
     let outProjs: [WeightMatrix]
 
     public struct State: Sendable {
-        var cache: KVCache
+        public internal(set) var cache: KVCache
         /// Steps seen so far (query offset, and which per-step weights to use).
-        var offset = 0
+        public internal(set) var offset = 0
         var qkv: [Float]       // [maxSteps, 3·dim]
         var attended: [Float]  // [maxSteps, dim]
         var scores: [Float]    // [maxSteps, capacity]

@@ -93,7 +93,7 @@ public final class TransformerLayer: Sendable {
         var inner: [Float]    // [maxSteps, 2·hidden]
         var maxSteps: Int
         /// Steps seen (selects per-step FFN weights).
-        var offset = 0
+        public internal(set) var offset = 0
 
         public mutating func reset() {
             attention.reset()
