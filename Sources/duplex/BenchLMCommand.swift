@@ -23,9 +23,8 @@ struct BenchLM: ParsableCommand {
     @Option(help: "Untimed steps first (page in the weights, warm the caches).")
     var warmup: Int = 3
 
-    @Option(help: """
-        Also time steps after filling the context with N steps (e.g. 3000, the default model's         whole KV ring); both the fresh and the filled figures are reported. 0: fresh only.
-        """)
+    @Option(help: ArgumentHelp("Also time steps after filling the context with N steps (3000: the default model's whole KV ring).",
+                               discussion: "Both the fresh and the filled figures are reported. 0: fresh only."))
     var contextFill: Int = 0
 
     @Flag(help: "Fill the context with real LM steps (zero user codes) instead of synthetic KV entries (slow on big models).")
@@ -49,6 +48,8 @@ struct BenchLM: ParsableCommand {
     /// Timed steps of one state, and the bandwidth probes taken between them.
     private struct Phase {
         var times: [Double] = []
+        /// The temporal transformer's part of each step (up to the text token; the rest is the depformer).
+        var temporal: [Double] = []
         var sgemv: [Double] = []
         var pooled: [Double] = []
         /// Before the first timed step: its position, the KV entries and bytes it reads.
@@ -61,6 +62,7 @@ struct BenchLM: ParsableCommand {
         let userStreams = gen.config.userStreams
         var phase = Phase()
         phase.times.reserveCapacity(steps)
+        phase.temporal.reserveCapacity(steps)
         phase.sgemv.reserveCapacity(steps)
         phase.pooled.reserveCapacity(steps)
         for i in 0..<(steps + warmup) {
@@ -70,12 +72,15 @@ struct BenchLM: ParsableCommand {
                 phase.kvBytes = state.model.nextStepKVBytes
             }
             let t0 = DispatchTime.now().uptimeNanoseconds
+            var temporalNs: UInt64 = 0
             _ = try codes.withUnsafeBufferPointer {
-                try gen.step(userCodes: UnsafeBufferPointer(rebasing: $0[(i * userStreams)..<((i + 1) * userStreams)]), state: &state)
+                try gen.step(userCodes: UnsafeBufferPointer(rebasing: $0[(i * userStreams)..<((i + 1) * userStreams)]), state: &state,
+                             temporalDone: { temporalNs = DispatchTime.now().uptimeNanoseconds - t0 })
             }
             let ms = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
             guard i >= warmup else { continue }
             phase.times.append(ms)
+            phase.temporal.append(Double(temporalNs) / 1e6)
             guard let probe else { continue }
             phase.pooled.append(probe.pooledBF16())
             phase.sgemv.append(probe.sgemv())
@@ -125,7 +130,8 @@ struct BenchLM: ParsableCommand {
             "depformer_num_layers": c.depformerNumLayers, "context": c.context, "threads": compute.resolvedThreads,
             "steps": fresh.times.count, "warmup": warmup, "first_timed_position": fresh.position,
             "ms_per_step_median": stepMs, "ms_per_step_mean": fresh.times.reduce(0, +) / Double(fresh.times.count),
-            "ms_per_step_min": fresh.times.min() ?? .nan, "weight_bytes_per_step": bytes,
+            "ms_per_step_min": fresh.times.min() ?? .nan, "temporal_ms_median": median(fresh.temporal),
+            "weight_bytes_per_step": bytes,
             "kv_entries_per_step": fresh.contextEntries, "kv_bytes_per_step": fresh.kvBytes,
             "sgemv_gbs": bandwidth, "sgemv_gbs_max": sgemv.max() ?? .nan, "pooled_bf16_gbs": median(pooled),
             "floor_gbs": floorBandwidth, "floor_ms": floorMs, "ratio_to_floor": stepMs / floorMs,
@@ -139,10 +145,10 @@ struct BenchLM: ParsableCommand {
                 "fill": exactFill ? "exact" : "synthetic", "fill_seconds": fillSeconds,
                 "first_timed_position": filled.position, "steps": filled.times.count,
                 "ms_per_step_median": filledMs, "ms_per_step_mean": filled.times.reduce(0, +) / Double(filled.times.count),
-                "ms_per_step_min": filled.times.min() ?? .nan,
+                "ms_per_step_min": filled.times.min() ?? .nan, "temporal_ms_median": median(filled.temporal),
                 "kv_entries_per_step": filled.contextEntries, "kv_bytes_per_step": filled.kvBytes,
                 "floor_ms": filledFloorMs, "ratio_to_floor": filledMs / filledFloorMs,
-                "ratio_to_fresh": filledMs / stepMs,
+                "ratio_to_fresh": filledMs / stepMs, "temporal_ratio_to_fresh": median(filled.temporal) / median(fresh.temporal),
             ] as [String: Any]
         }
         if json {
@@ -152,9 +158,10 @@ struct BenchLM: ParsableCommand {
         // For people: the JSON's keys in reading order, the filled context's after the fresh ones.
         let order = ["model", "dim", "num_layers", "depformer_dim", "depformer_num_layers", "context", "threads", "steps",
                      "warmup", "first_timed_position", "ms_per_step_median", "ms_per_step_mean", "ms_per_step_min",
+                     "temporal_ms_median",
                      "weight_bytes_per_step", "kv_entries_per_step", "kv_bytes_per_step", "sgemv_gbs", "sgemv_gbs_max",
                      "pooled_bf16_gbs", "floor_gbs", "floor_ms", "ratio_to_floor", "step_gbs", "context_fill",
-                     "fill", "fill_seconds", "ratio_to_fresh"]
+                     "fill", "fill_seconds", "ratio_to_fresh", "temporal_ratio_to_fresh"]
         func show(_ dict: [String: Any], prefix: String) {
             for key in order {
                 guard let value = dict[key] else { continue }

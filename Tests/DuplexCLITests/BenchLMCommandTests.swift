@@ -43,6 +43,7 @@ final class BenchLMCommandTests: XCTestCase {
         XCTAssertEqual(filled["first_timed_position"] as? Int, 3001)
         XCTAssertEqual(filled["kv_entries_per_step"] as? Int, context * layers, "a full ring in every layer")
         XCTAssertTrue((filled["ms_per_step_median"] as? Double).map { $0 > 0 } ?? false, "\(filled)")
+        XCTAssertTrue((filled["temporal_ms_median"] as? Double).map { $0 > 0 } ?? false, "\(filled)")
         XCTAssertTrue(filled["floor_ms"] is NSNull)
     }
 
