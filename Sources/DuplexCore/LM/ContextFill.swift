@@ -31,8 +31,8 @@ extension LMGen {
     ///   - exact: run `steps` real calls with user code 0 instead (slow: `steps` full LM steps;
     ///     the sampler's random stream advances as they draw).
     ///
-    /// Not for the per-frame path: the synthetic fill allocates a small pool of rows (a
-    /// few hundred KB for the 7B) and copies at most one ring per layer.
+    /// Not for the per-frame path: the synthetic fill allocates a pool of 61 rows per layer in
+    /// turn (1 MB for the 7B) and copies at most one ring per layer (3 GB for the 7B at 3000).
     public func fillContext(_ state: inout State, steps: Int, seed: UInt64 = 0, exact: Bool = false) throws {
         precondition(steps >= 0, "fillContext: steps must be ≥ 0")
         state.reset()
