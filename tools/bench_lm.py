@@ -18,10 +18,27 @@ Usage: "$(tools/reference/setup_venv.sh)" tools/bench_lm.py [--sizes tiny small 
 """
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
 import time
+
+
+def finite_json(value, **kwargs):
+    """json.dumps that writes NaN/±Inf as null (Python's default writes bare NaN: not JSON)."""
+    def clean(v):
+        if isinstance(v, float):
+            return v if math.isfinite(v) else None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if hasattr(v, "item") and callable(v.item) and getattr(v, "ndim", 1) == 0:
+            return clean(v.item())
+        return v
+    return json.dumps(clean(value), allow_nan=False, **kwargs)
+
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -65,7 +82,7 @@ def torch_worker(size, threads, steps):
             if t > WARMUP:
                 times.append((time.perf_counter() - t0) * 1000)
     times.sort()
-    print(json.dumps({"ms_median": times[len(times) // 2], "ms_min": times[0], "steps": len(times)}))
+    print(finite_json({"ms_median": times[len(times) // 2], "ms_min": times[0], "steps": len(times)}))
 
 
 def run_json(cmd):
@@ -104,7 +121,7 @@ def main():
             row.update(gb=d["weight_bytes_per_step"] / 1e9)
             row[f"sgemv{t}"] = d["sgemv_gbs"]
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        print(finite_json(row), flush=True)
 
     torch_cols = [] if args.skip_torch else [f"torch{t}" for t in args.torch_threads]
     head = ["size", "GB/step"]

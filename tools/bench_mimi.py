@@ -14,11 +14,28 @@ The weights come from tools/reference/mimi_parity_real.py (created on first use)
 """
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
 import sys
 import time
+
+
+def finite_json(value, **kwargs):
+    """json.dumps that writes NaN/±Inf as null (Python's default writes bare NaN: not JSON)."""
+    def clean(v):
+        if isinstance(v, float):
+            return v if math.isfinite(v) else None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if hasattr(v, "item") and callable(v.item) and getattr(v, "ndim", 1) == 0:
+            return clean(v.item())
+        return v
+    return json.dumps(clean(value), allow_nan=False, **kwargs)
+
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -78,7 +95,7 @@ def worker(impl, threads, frames, warmup):
                     enc.append(1000 * (t1 - t0))
                     dec.append(1000 * (t2 - t1))
     total = [a + b for a, b in zip(enc, dec)]
-    print(json.dumps({"impl": impl, "threads": threads, "encode_ms": stats(enc), "decode_ms": stats(dec),
+    print(finite_json({"impl": impl, "threads": threads, "encode_ms": stats(enc), "decode_ms": stats(dec),
                       "total_ms": stats(total), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 

@@ -118,16 +118,14 @@ public final class Session: FrameProcessor {
     }
 
     /// Brings the LM's context to `steps` steps already taken (for measurements at a filled
-    /// context, where attention reads the whole window). `exact` runs real LM steps on silent user
-    /// codes; otherwise the caches are filled as those steps would fill them, without the cost.
+    /// context, where attention reads the whole window): the LM restarts and its caches, offsets
+    /// and delay ring are left as `steps` calls would leave them (`LMGen.fillContext`); `exact`
+    /// runs those calls on silent user codes instead. The codec keeps its state.
     public func fillContext(steps: Int, exact: Bool = false) throws {
         guard steps > 0 else { return }
-        let silent = [Int32](repeating: 0, count: userCodes.count)
-        try silent.withUnsafeBufferPointer { codes in
-            for _ in 0..<steps { _ = try generator.step(userCodes: codes, state: &lmState) }
-        }
-        contextFill += steps
-        frames += steps   // the conversation is under way: no first-frame rule after a fill
+        try generator.fillContext(&lmState, steps: steps, seed: sampling.seed, exact: exact)
+        contextFill = steps
+        frames = steps   // the conversation is under way: no first-frame rule after a fill
     }
 
     public func process(_ input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,

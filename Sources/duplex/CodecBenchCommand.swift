@@ -74,8 +74,7 @@ extension Codec {
                 result["profile_ms"] = blocks
             }
             if json {
-                let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
-                print(String(decoding: data, as: UTF8.self))
+                print(try JSONOutput.line(result))
                 return
             }
             print(String(format: "Mimi streaming, %d frames of %.0f ms, %d codebooks, %d thread(s)", frames, frameMs, codebooks,

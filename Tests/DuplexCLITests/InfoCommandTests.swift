@@ -6,49 +6,8 @@ import XCTest
 /// stdout and stderr are checked. Bad input must end in one clean "Error: …" line on stderr and
 /// a non-zero status, never a crash or a stack trace.
 final class InfoCommandTests: XCTestCase {
-    struct Run {
-        let status: Int32
-        let stdout: String
-        let stderr: String
-    }
-
-    /// The `duplex` executable next to this test bundle (SwiftPM puts every product of a build
-    /// configuration in one folder; `swift build --build-tests` builds it with the tests).
-    private func binary() throws -> URL {
-        let candidates = [Bundle.main.bundleURL, Bundle(for: Self.self).bundleURL.deletingLastPathComponent()]
-            .map { $0.appendingPathComponent("duplex") }
-        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
-            throw XCTSkip("duplex binary not found in \(candidates.map(\.path)): build it with `swift build --build-tests`")
-        }
-        return found
-    }
-
-    private func run(_ arguments: [String]) throws -> Run {
-        let dir = try scratch()
-        let out = dir.appendingPathComponent("stdout-\(UUID().uuidString)"), err = dir.appendingPathComponent("stderr-\(UUID().uuidString)")
-        for file in [out, err] { XCTAssertTrue(FileManager.default.createFile(atPath: file.path, contents: nil)) }
-        let process = Process()
-        process.executableURL = try binary()
-        process.arguments = arguments
-        process.standardOutput = try FileHandle(forWritingTo: out)
-        process.standardError = try FileHandle(forWritingTo: err)
-        try process.run()
-        process.waitUntilExit()
-        let result = Run(status: process.terminationStatus,
-                         stdout: (try? String(contentsOf: out, encoding: .utf8)) ?? "",
-                         stderr: (try? String(contentsOf: err, encoding: .utf8)) ?? "")
-        XCTAssertEqual(process.terminationReason, .exit, "duplex \(arguments) was killed by a signal: \(result.stderr)")
-        for crash in ["Fatal error", "Stack dump", "stack trace", "Segmentation", "Illegal instruction"] {
-            XCTAssertFalse(result.stderr.contains(crash), "duplex \(arguments) crashed: \(result.stderr)")
-        }
-        return result
-    }
-
-    private func scratch() throws -> URL {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("duplex-cli-tests-\(getpid())")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        return dir
-    }
+    private func run(_ arguments: [String]) throws -> CLIRun { try runDuplex(arguments) }
+    private func scratch() throws -> URL { try cliScratch() }
 
     /// A small checkpoint with Mimi's tensor names: 3·4 bf16 + 2 + 5 f32 values.
     private func mimiLike(_ name: String, poison: Bool = false) throws -> String {

@@ -23,9 +23,8 @@ final class SentencePieceTests: XCTestCase {
     static let models = ["tokenizer_tiny", "tokenizer_tiny_bytes", "tokenizer_tiny_suffix"]
 
     func load(_ name: String) throws -> (SentencePieceTokenizer, Cases) {
-        guard let modelPath = fixturePath("\(name).model"), let casesPath = fixturePath("\(name)_cases.json") else {
-            throw XCTSkip("\(name) fixtures missing: run tools/reference/make_fixtures.py tokenizer")
-        }
+        let modelPath = try requireFixture("\(name).model", generator: "tokenizer")
+        let casesPath = try requireFixture("\(name)_cases.json", generator: "tokenizer")
         let cases = try JSONDecoder().decode(Cases.self, from: Data(contentsOf: URL(fileURLWithPath: casesPath)))
         XCTAssertEqual(cases.format_version, fixtureFormatVersion, "\(name): regenerate with tools/reference/make_fixtures.py")
         return (try SentencePieceTokenizer(path: modelPath), cases)
@@ -162,7 +161,7 @@ final class SentencePieceTests: XCTestCase {
 
     func testTruncatedFilesAreRejected() throws {
         for name in ["tokenizer_tiny_bytes", "tokenizer_tiny_suffix"] {
-            guard let path = fixturePath("\(name).model") else { throw XCTSkip("missing \(name)") }
+            let path = try requireFixture("\(name).model", generator: "tokenizer")
             let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
             XCTAssertNoThrow(try SentencePieceTokenizer(serialized: bytes))
             var lengths = Array(stride(from: 1, to: bytes.count, by: 41))
@@ -174,7 +173,8 @@ final class SentencePieceTests: XCTestCase {
             }
         }
         // One file through the path-taking initializer, for the message.
-        if let path = fixturePath("tokenizer_tiny.model") {
+        do {
+            let path = try requireFixture("tokenizer_tiny.model", generator: "tokenizer")
             let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
             assertNotAModel(Array(bytes[..<(bytes.count * 2 / 3)]), "truncated")
         }
@@ -193,7 +193,7 @@ final class SentencePieceTests: XCTestCase {
     }
 
     func testSafetensorsFileIsNamedAsSuch() throws {
-        guard let path = fixturePath("ops.safetensors") else { throw XCTSkip("ops fixture missing") }
+        let path = try requireFixture("ops.safetensors", generator: "ops")
         XCTAssertThrowsError(try SentencePieceTokenizer(path: path)) { error in
             guard let e = error as? SentencePieceError else { return XCTFail("\(error)") }
             XCTAssertEqual(e.kind, .notSentencePiece)

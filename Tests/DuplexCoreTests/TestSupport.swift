@@ -55,19 +55,30 @@ func fixturePath(_ name: String) -> String? {
     Bundle.module.url(forResource: "Fixtures/\(name)", withExtension: nil)?.path
 }
 
+/// A committed fixture that is missing or stale. Thrown, it fails the test (never skips it):
+/// a fixture that silently stops being checked is a parity test that silently stops existing.
+struct FixtureError: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// The path of a committed fixture, or a failure saying how to regenerate it.
+func requireFixture(_ name: String, generator: String = "all") throws -> String {
+    guard let path = fixturePath(name) else {
+        throw FixtureError(description: "fixture \(name) is missing: regenerate it with "
+            + "\"$(tools/reference/setup_venv.sh)\" tools/reference/make_fixtures.py \(generator)")
+    }
+    return path
+}
+
 /// Format version the fixtures must carry (tools/reference/make_fixtures.py FORMAT_VERSION).
 let fixtureFormatVersion = "1"
 
 /// Opens a committed reference fixture, checking its format tag.
 func loadFixture(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws -> SafetensorsFile {
-    guard let path = fixturePath("\(name).safetensors") else {
-        throw XCTSkip("fixture \(name).safetensors is missing: run tools/reference/make_fixtures.py")
-    }
-    let f = try SafetensorsFile(path: path)
+    let f = try SafetensorsFile(path: try requireFixture("\(name).safetensors"))
     guard f.metadata["format_version"] == fixtureFormatVersion else {
-        XCTFail("fixture \(name) has format_version \(f.metadata["format_version"] ?? "none"), expected \(fixtureFormatVersion): regenerate with tools/reference/make_fixtures.py",
-                file: file, line: line)
-        throw XCTSkip("stale fixture")
+        throw FixtureError(description: "fixture \(name) has format_version \(f.metadata["format_version"] ?? "none"), "
+            + "expected \(fixtureFormatVersion): regenerate it with \"$(tools/reference/setup_venv.sh)\" tools/reference/make_fixtures.py all")
     }
     return f
 }

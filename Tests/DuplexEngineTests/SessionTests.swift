@@ -185,6 +185,13 @@ final class SessionTests: XCTestCase {
         for _ in 0..<20 { _ = try byHand.step(userCodes: [Int32](repeating: 0, count: 8)) }
         let a = converse(filled, voice(3), frames: 3), b = converse(byHand, voice(3), frames: 3)
         XCTAssertEqual(a.text, b.text)
+        XCTAssertEqual(a.audio, b.audio, "the exact fill is those steps")
+        let synthetic = engine.makeSession(sampling: .greedy)
+        try synthetic.fillContext(steps: 20)
+        XCTAssertEqual(synthetic.contextFill, 20)
+        let c = converse(synthetic, voice(3), frames: 3)
+        XCTAssertEqual(c.audio.count, a.audio.count)
+        XCTAssertTrue(c.audio.allSatisfy(\.isFinite), "the synthetic fill leaves a state the model runs on")
         filled.reset()
         XCTAssertEqual(filled.contextFill, 0)
     }

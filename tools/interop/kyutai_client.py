@@ -18,12 +18,29 @@ Usage: kyutai_client.py --url ws://127.0.0.1:8998/api/chat [--wav speech.wav] [-
 import argparse
 import asyncio
 import json
+import math
 import sys
 import time
 
 import aiohttp
 import numpy as np
 import sphn
+
+
+def finite_json(value, **kwargs):
+    """json.dumps that writes NaN/±Inf as null (Python's default writes bare NaN: not JSON)."""
+    def clean(v):
+        if isinstance(v, float):
+            return v if math.isfinite(v) else None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if hasattr(v, "item") and callable(v.item) and getattr(v, "ndim", 1) == 0:
+            return clean(v.item())
+        return v
+    return json.dumps(clean(value), allow_nan=False, **kwargs)
+
 
 SAMPLE_RATE = 24000
 FRAME = 1920
@@ -177,7 +194,7 @@ def main() -> int:
         summary = asyncio.run(run(args))
     except Exception as e:  # a refused or broken connection is a failed check, with its reason
         summary = {"ok": False, "failures": [f"{type(e).__name__}: {e}"]}
-    print(json.dumps(summary, indent=2))
+    print(finite_json(summary, indent=2))
     return 0 if summary["ok"] else 1
 
 

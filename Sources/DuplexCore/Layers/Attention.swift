@@ -18,7 +18,7 @@ public final class StreamingAttention: Sendable {
     let outProjs: [WeightMatrix]
 
     public struct State: Sendable {
-        var cache: KVCache
+        public internal(set) var cache: KVCache
         /// Steps seen so far (query offset, and which per-step weights to use): the KV ring's
         /// write position, the one counter of this stream.
         public var offset: Int { cache.end }

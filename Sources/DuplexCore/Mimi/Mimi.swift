@@ -105,14 +105,15 @@ public final class Mimi: Sendable {
     public final class State: @unchecked Sendable {
         public let maxFrames: Int
         var encoder: SEANetEncoder.State
-        var encoderTransformer: StreamingTransformer.State
+        /// The encoder transformer's layers (KV rings readable, e.g. to check a stream wrapped them).
+        public internal(set) var encoderTransformer: StreamingTransformer.State
         var downsample: StreamingConv1d.State
         /// [maxFrames, D]: the last encode call's latent (before quantization).
         let latent: StateBuffer
         /// [maxFrames, D]: the last decode call's quantized latent.
         let quantized: StateBuffer
         var upsample: StreamingConvTranspose1d.State
-        var decoderTransformer: StreamingTransformer.State
+        public internal(set) var decoderTransformer: StreamingTransformer.State
         var decoder: SEANetDecoder.State
         let scratch: StateBuffer
         let quantizerScratch: StateBuffer
