@@ -38,6 +38,10 @@ let package = Package(
         .systemLibrary(name: "COgg", pkgConfig: "ogg",
                        providers: [.apt(["libogg-dev"])]),
 
+        // alsa-lib's error handler is C-variadic: this keeps its messages for duplex's errors
+        // instead of letting alsa-lib print them to stderr.
+        .target(name: "CALSAErrors", dependencies: ["CALSA"]),
+
         // Heap-allocation counter for benchmarks (interposes malloc in the executable only).
         .target(name: "CAllocCounter"),
 
@@ -45,7 +49,7 @@ let package = Package(
         .target(name: "DuplexCore", dependencies: ["CBLAS"], swiftSettings: optimized),
 
         // PCM formats, WAV, ring buffers, ALSA devices, resampling.
-        .target(name: "DuplexAudio", dependencies: ["CALSA"], swiftSettings: optimized),
+        .target(name: "DuplexAudio", dependencies: ["CALSA", "CALSAErrors"], swiftSettings: optimized),
 
         // Sessions, the frame pipeline, the frame clock, latency accounting.
         .target(name: "DuplexEngine", dependencies: ["DuplexCore", "DuplexAudio"], swiftSettings: optimized),

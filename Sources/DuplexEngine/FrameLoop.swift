@@ -247,7 +247,7 @@ public final class LiveLoop: @unchecked Sendable {
 
     private func promote() {
         guard options.realtimePriority else { return }
-        switch RealtimeScheduling.promoteCurrentThread() {
+        switch RealtimePriority.promoteCurrentThread() {
         case .granted: priorityGranted.add(1, ordering: .releasing)
         case .refused(let reason):
             priorityReason.withLock { $0 = reason }

@@ -11,9 +11,13 @@ import Synchronization
 /// see the job in time *join* it and take chunks too. When the chunks run out the caller closes
 /// the job and waits only for the workers that joined. So a worker that lost its core on a shared
 /// machine, or is still asleep, never holds a product up: it finds the job closed and skips it.
-/// Workers spin for a short while after a job (the next one usually follows within microseconds),
-/// then sleep on a condition variable so an idle engine costs no CPU. If the pool is already busy
-/// (another thread is running a job), `run` does all the chunks inline: never wrong, only slower.
+/// Workers poll for a short *time* after a job (the next one usually follows within
+/// microseconds): at most `spinNanoseconds` by the monotonic clock, offering the core with
+/// `sched_yield` every few hundred polls, then they sleep on a condition variable, so an idle
+/// engine costs no CPU and a spinning worker never holds a core an audio thread is waiting for
+/// (a bound in iterations is a bound in nothing: it lasts ten times longer on a slow or busy
+/// core). If the pool is already busy (another thread is running a job), `run` does all the
+/// chunks inline: never wrong, only slower.
 public final class WorkerPool: @unchecked Sendable {
     /// (context, chunk). A C function pointer, so submitting a job allocates nothing.
     public typealias Task = @convention(c) (UnsafeRawPointer, Int) -> Void
@@ -23,6 +27,12 @@ public final class WorkerPool: @unchecked Sendable {
 
     /// Upper bound on participants (workers + the caller).
     public let maxThreads: Int
+    /// How long an idle worker polls for the next job before it sleeps. Jobs of one LM step
+    /// follow each other within a few microseconds; a longer gap (sampling, the codec, the
+    /// next frame) is one a sleeping worker can afford: the caller never waits for it.
+    public static let spinNanoseconds: UInt64 = 50_000
+    /// Polls between looks at the clock (and offers of the core).
+    private static let pollsPerCheck = 256
     private let participants = Atomic<Int>(1)
     private let busy = Atomic<Bool>(false)
     /// Sequence number of the latest job; workers poll it.
@@ -63,6 +73,9 @@ public final class WorkerPool: @unchecked Sendable {
         set { participants.store(min(maxThreads, max(1, newValue)), ordering: .relaxed) }
     }
 
+    /// Workers asleep on the condition variable now (idle longer than `spinNanoseconds`).
+    public var sleepingWorkers: Int { sleepers.load(ordering: .relaxed) }
+
     /// Runs `task(context, c)` for every chunk c in 0..<chunks, spread over up to `threads`
     /// threads (the caller is one of them), and returns when all are done.
     public func run(_ task: Task, context: UnsafeRawPointer, chunks: Int) {
@@ -83,13 +96,14 @@ public final class WorkerPool: @unchecked Sendable {
             pthread_mutex_unlock(mutex)
         }
         takeChunks(task, context, chunks)
-        // No chunk left: close the job to latecomers, then wait for those inside.
+        // No chunk left: close the job to latecomers, then wait for those inside (they are
+        // finishing a chunk each). Poll briefly, then step aside on every poll: a worker that
+        // lost its core on a busy machine needs the caller's core to finish.
         var state = joinState.bitwiseOr(Self.closed, ordering: .acquiringAndReleasing).newValue
-        var spins = 0
+        var polls = 0
         while state & Self.countMask != 0 {
-            spins += 1
-            // A worker that lost its core (a busy machine) needs the caller to step aside.
-            if spins > 4096 { sched_yield() }
+            polls += 1
+            if polls > Self.pollsPerCheck { sched_yield() }
             state = joinState.load(ordering: .acquiring)
         }
         busy.store(false, ordering: .releasing)
@@ -120,22 +134,20 @@ public final class WorkerPool: @unchecked Sendable {
         var seen = 0
         while true {
             var current = sequence.load(ordering: .acquiring)
-            var spins = 0
+            var polls = 0
+            var deadline = Self.monotonicNanoseconds() + Self.spinNanoseconds
             while current == seen {
-                spins += 1
-                if spins < 20_000 {
-                    // Busy-wait: the next matvec of a step arrives within microseconds.
-                } else if spins < 20_200 {
-                    sched_yield()
-                } else {
-                    pthread_mutex_lock(mutex)
-                    sleepers.add(1, ordering: .sequentiallyConsistent)
-                    while sequence.load(ordering: .sequentiallyConsistent) == seen {
-                        pthread_cond_wait(condition, mutex)
+                polls += 1
+                if polls == Self.pollsPerCheck {
+                    // Every few hundred polls (about a microsecond): look at the clock, and
+                    // let any thread waiting for this core (an audio thread) run first.
+                    polls = 0
+                    if Self.monotonicNanoseconds() >= deadline {
+                        park(until: seen)
+                        deadline = Self.monotonicNanoseconds() + Self.spinNanoseconds
+                    } else {
+                        sched_yield()
                     }
-                    sleepers.subtract(1, ordering: .sequentiallyConsistent)
-                    pthread_mutex_unlock(mutex)
-                    spins = 0
                 }
                 current = sequence.load(ordering: .acquiring)
             }
@@ -144,5 +156,23 @@ public final class WorkerPool: @unchecked Sendable {
             if let task, let context { takeChunks(task, context, chunks) }
             joinState.subtract(1, ordering: .releasing)
         }
+    }
+
+    /// Sleeps until a job newer than `seen` is published.
+    private func park(until seen: Int) {
+        pthread_mutex_lock(mutex)
+        sleepers.add(1, ordering: .sequentiallyConsistent)
+        while sequence.load(ordering: .sequentiallyConsistent) == seen {
+            pthread_cond_wait(condition, mutex)
+        }
+        sleepers.subtract(1, ordering: .sequentiallyConsistent)
+        pthread_mutex_unlock(mutex)
+    }
+
+    @inline(__always)
+    private static func monotonicNanoseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
     }
 }
