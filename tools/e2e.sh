@@ -142,8 +142,22 @@ talk_alsa_plugins() {
     grep -q "Mic-to-speaker latency p50" "$work/talk.txt"
 }
 check "talk: ALSA devices by name (file/null plugins), live threads, summary" talk_alsa_plugins
-talk_missing_device() { ! ALSA_CONFIG_PATH="$work/asound.conf" $duplex talk -i no_such_mic --seconds 1 > "$work/talk2.txt" 2>&1 && grep -q 'no_such_mic' "$work/talk2.txt"; }
-check "talk: a missing device is a clear error naming it" talk_missing_device
+talk_alsa_end_of_file() {
+    ALSA_CONFIG_PATH="$work/asound.conf" timeout 60 $duplex talk -i e2e_mic -o e2e_speaker --record "$work/talk.wav" > "$work/talk3.txt" 2>&1 &&
+    grep -q "End of input" "$work/talk3.txt" &&
+    python3 -c "import wave,sys; w=wave.open(sys.argv[1]); sys.exit(0 if w.getnchannels()==2 and w.getnframes() >= 60000 else 1)" "$work/talk.wav"
+}
+check "talk: a finite capture (file plugin) ends the conversation, recorded as stereo" talk_alsa_end_of_file
+talk_missing_device() { ! ALSA_CONFIG_PATH="$work/asound.conf" $duplex talk -i no_such_mic --seconds 1 > "$work/talk2.txt" 2>&1 && grep -q 'no_such_mic' "$work/talk2.txt" && ! grep -q '^ALSA lib' "$work/talk2.txt"; }
+check "talk: a missing device is one clear error naming it (no alsa-lib chatter)" talk_missing_device
+cat >> "$work/asound.conf" <<CONF
+pcm.e2e_full { type file; slave.pcm "e2e_null"; file "/dev/full"; format "raw" }
+CONF
+talk_dead_speaker() {
+    ! ALSA_CONFIG_PATH="$work/asound.conf" timeout 60 $duplex talk -i e2e_mic -o e2e_full --seconds 5 > "$work/talk4.txt" 2>&1 &&
+    grep -q "e2e_full" "$work/talk4.txt" && grep -q "frames (" "$work/talk4.txt"
+}
+check "talk: a playback device that fails ends talk with its error and the summary" talk_dead_speaker
 
 # serve, driven by Kyutai's own client code (sphn for Ogg Opus, aiohttp for the websocket).
 interop_python=$(./tools/interop/setup.sh)
