@@ -172,6 +172,12 @@ serve_interop() { "$interop_python" tools/interop/kyutai_client.py --url "ws://1
 serve_metrics() { python3 -c "import urllib.request,sys; t=urllib.request.urlopen(f'http://127.0.0.1:{sys.argv[1]}/metrics').read().decode(); assert 'duplex_frames_total' in t and 'duplex_sessions_total 1' in t, t" "$port"; }
 check "serve: Kyutai's client (sphn + aiohttp) converses with the default model" serve_interop
 check "serve: /metrics counts the session and its frames" serve_metrics
+talk_connect_pipe() {
+    head -c 144000 "$work/in24.raw" | timeout 60 $duplex talk --connect "ws://127.0.0.1:$port" --pipe > "$work/tc.raw" 2>"$work/tc.txt" &&
+    [ "$(size "$work/tc.raw")" -ge 115200 ] && grep -q "End of input" "$work/tc.txt" &&
+    python3 -c "import struct,sys; d=open(sys.argv[1],'rb').read(); v=struct.unpack(f'<{len(d)//2}h',d); sys.exit(0 if max(abs(x) for x in v) > 0 else 1)" "$work/tc.raw"
+}
+check "talk --connect --pipe: duplex's client through the same live loop, answered by the server" talk_connect_pipe
 kill "$server_pid" 2>/dev/null || true
 wait "$server_pid" 2>/dev/null || true
 

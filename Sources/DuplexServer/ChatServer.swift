@@ -200,7 +200,9 @@ final class HTTPRoutes: ChannelInboundHandler, RemovableChannelHandler {
         switch path(head.uri) {
         case "/healthz":
             let active = metrics.activeSessions
-            let body = "{\"status\":\"ok\",\"sessions_active\":\(active),\"sessions_max\":\(max),\"accepting\":\(active < max)}\n"
+            let object: [String: Any] = ["status": "ok", "sessions_active": active, "sessions_max": max, "accepting": active < max]
+            let json = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+            let body = json + "\n"
             reply(context, .ok, body, type: "application/json")
         case "/metrics":
             reply(context, .ok, metrics.render(maxSessions: max), type: "text/plain; version=0.0.4; charset=utf-8")

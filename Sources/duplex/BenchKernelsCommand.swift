@@ -1,5 +1,6 @@
 import ArgumentParser
 import DuplexCore
+import DuplexEngine
 import Foundation
 
 struct BenchKernels: ParsableCommand {
@@ -71,9 +72,9 @@ struct BenchKernels: ParsableCommand {
         var best = Double.infinity
         let deadline = Date().addingTimeInterval(seconds)
         repeat {
-            let t0 = DispatchTime.now().uptimeNanoseconds
+            let t0 = MonotonicClock().now()
             body()
-            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+            best = min(best, Double(MonotonicClock().now() - t0) / 1e9)
         } while Date() < deadline
         return best
     }

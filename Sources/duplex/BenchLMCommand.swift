@@ -71,13 +71,13 @@ struct BenchLM: ParsableCommand {
                 phase.contextEntries = state.model.nextStepContextEntries
                 phase.kvBytes = state.model.nextStepKVBytes
             }
-            let t0 = DispatchTime.now().uptimeNanoseconds
+            let t0 = MonotonicClock().now()
             var temporalNs: UInt64 = 0
             _ = try codes.withUnsafeBufferPointer {
                 try gen.step(userCodes: UnsafeBufferPointer(rebasing: $0[(i * userStreams)..<((i + 1) * userStreams)]), state: &state,
-                             temporalDone: { temporalNs = DispatchTime.now().uptimeNanoseconds - t0 })
+                             temporalDone: { temporalNs = MonotonicClock().now() - t0 })
             }
-            let ms = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
+            let ms = Double(MonotonicClock().now() - t0) / 1e6
             guard i >= warmup else { continue }
             phase.times.append(ms)
             phase.temporal.append(Double(temporalNs) / 1e6)
@@ -108,13 +108,18 @@ struct BenchLM: ParsableCommand {
         var filled: Phase?
         var fillSeconds = 0.0
         if contextFill > 0 {
-            let t0 = DispatchTime.now().uptimeNanoseconds
+            let t0 = MonotonicClock().now()
             try gen.fillContext(&state, steps: contextFill, seed: 2, exact: exactFill)
-            fillSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            fillSeconds = Double(MonotonicClock().now() - t0) / 1e9
             filled = try measure(gen, &state, codes: codes, probe: probe)
         }
 
-        func median(_ v: [Double]) -> Double { v.isEmpty ? .nan : v.sorted()[v.count / 2] }
+        func median(_ v: [Double]) -> Double {
+            guard !v.isEmpty else { return .nan }
+            var p = Percentiles(capacity: v.count)
+            for x in v { p.record(x) }
+            return p.percentile(50)
+        }
         let bytes = lm.weightBytesPerStep
         let sgemv = fresh.sgemv + (filled?.sgemv ?? []), pooled = fresh.pooled + (filled?.pooled ?? [])
         let bandwidth = median(sgemv)
@@ -193,14 +198,14 @@ private final class BandwidthProbe {
 
     /// GB/s of one call.
     func sgemv() -> Double {
-        let t0 = DispatchTime.now().uptimeNanoseconds
+        let t0 = MonotonicClock().now()
         y.withUnsafeMutableBufferPointer { Kernels.matvec(f32, x, $0.baseAddress!, rows: f32Rows, cols: cols) }
-        return Double(f32Rows * cols * 4) / Double(DispatchTime.now().uptimeNanoseconds - t0)
+        return Double(f32Rows * cols * 4) / Double(MonotonicClock().now() - t0)
     }
 
     func pooledBF16() -> Double {
-        let t0 = DispatchTime.now().uptimeNanoseconds
+        let t0 = MonotonicClock().now()
         y.withUnsafeMutableBufferPointer { ParallelMatvec.bf16(bf16, x, $0.baseAddress!, rows: bf16Rows, cols: cols) }
-        return Double(bf16Rows * cols * 2) / Double(DispatchTime.now().uptimeNanoseconds - t0)
+        return Double(bf16Rows * cols * 2) / Double(MonotonicClock().now() - t0)
     }
 }
