@@ -82,12 +82,12 @@ let package = Package(
         .testTarget(name: "DuplexCoreTests", dependencies: ["DuplexCore"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "DuplexAudioTests", dependencies: ["DuplexAudio"]),
-        .testTarget(name: "DuplexEngineTests", dependencies: ["DuplexEngine"]),
+        // DuplexServer too: the same-answer test runs a websocket session's worker beside pipe and generate.
+        .testTarget(name: "DuplexEngineTests", dependencies: ["DuplexEngine", "DuplexServer"]),
         // Runs the built `duplex` binary end to end (exit codes, stdout/stderr); it needs no import
         // of the executable, only the files DuplexCore writes.
         .testTarget(name: "DuplexCLITests", dependencies: ["DuplexCore"]),
         .testTarget(name: "DuplexServerTests", dependencies: [
-            "DuplexCore",
             "DuplexServer",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

@@ -18,26 +18,14 @@ Usage: "$(tools/reference/setup_venv.sh)" tools/bench_lm.py [--sizes tiny small 
 """
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
 import time
 
 
-def finite_json(value, **kwargs):
-    """json.dumps that writes NaN/±Inf as null (Python's default writes bare NaN: not JSON)."""
-    def clean(v):
-        if isinstance(v, float):
-            return v if math.isfinite(v) else None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if hasattr(v, "item") and callable(v.item) and getattr(v, "ndim", 1) == 0:
-            return clean(v.item())
-        return v
-    return json.dumps(clean(value), allow_nan=False, **kwargs)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from finite_json import finite_json  # noqa: E402
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -3,10 +3,7 @@
 # report fails the run: TSan's reports are fatal (halt_on_error) and the summary is checked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./tools/setup.sh
-. tools/env.sh
-./tools/interop/setup.sh >/dev/null
-export DUPLEX_REQUIRE_INTEROP=1
+. tools/test-env.sh
 export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}"
 swift build --build-tests --sanitize=thread --scratch-path .build-tsan
 log=$(mktemp)

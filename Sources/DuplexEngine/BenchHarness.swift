@@ -10,8 +10,9 @@ public final class BenchHarness {
         public var frames = 250
         /// Frames not counted (warm-up: caches, first allocations, page faults).
         public var warmupFrames = 10
+        /// The loop as `talk` runs it (real-time priority for the audio threads where allowed).
         public var loop = LiveLoop.Options()
-        public init() { loop.realtimePriority = false }
+        public init() {}
     }
 
     public struct Report: Sendable {

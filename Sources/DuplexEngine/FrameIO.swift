@@ -12,6 +12,13 @@ public protocol FrameSource: AnyObject {
     /// of the stream (a finite source that is done; what it delivered before still counts).
     /// Throws when the source failed (a device that went away): the loop stops with that error.
     func read(into buffer: UnsafeMutablePointer<Float>, count: Int) throws -> Bool
+    /// Makes a blocked `read` return soon (the loop is stopping); called from another thread.
+    /// Sources whose reads never block for long need nothing.
+    func cancel()
+}
+
+extension FrameSource {
+    public func cancel() {}
 }
 
 public enum SourcePacing: Sendable, Equatable {
@@ -50,7 +57,7 @@ public final class SignalSource: FrameSource {
     private let clock: any FrameClock
     private let realtime: Bool
     private var position = 0
-    private var nextDue: UInt64 = 0
+    private var pacer = Pacer(.microphone)
     /// Silence appended after a non-looped signal before the end of stream (to flush the model).
     private var tailRemaining: Int
 
@@ -77,12 +84,7 @@ public final class SignalSource: FrameSource {
             }
             position += 1
         }
-        if realtime {
-            let period = UInt64(count) * 1_000_000_000 / 24_000
-            if nextDue == 0 { nextDue = clock.now() }
-            nextDue += period
-            sleep(until: nextDue)
-        }
+        if realtime { pacer.pace(count, clock: clock) }
         return true
     }
 }
@@ -99,19 +101,14 @@ public final class CollectingSink: FrameSink {
 }
 
 /// A loudspeaker without a sound card: takes one period per period of wall-clock time, as a
-/// device would. If the machine starved it far behind it skips ahead, as a real device's xrun
-/// would, instead of replaying the backlog.
+/// device would.
 public final class VirtualSpeaker: FrameSink {
     private let clock: any FrameClock
-    private var nextDue: UInt64 = 0
+    private var pacer = Pacer(.speaker)
     public init(clock: any FrameClock = MonotonicClock()) { self.clock = clock }
     public var isPaced: Bool { true }
     public func write(_ samples: UnsafePointer<Float>, count: Int) throws -> Bool {
-        let period = UInt64(count) * 1_000_000_000 / 24_000
-        let now = clock.now()
-        if nextDue == 0 || now > nextDue + 4 * period { nextDue = now }
-        sleep(until: nextDue)
-        nextDue += period
+        pacer.pace(count, clock: clock)
         return true
     }
 }
@@ -121,6 +118,32 @@ public final class NullSink: FrameSink {
     public init() {}
     public var isPaced: Bool { false }
     public func write(_ samples: UnsafePointer<Float>, count: Int) throws -> Bool { true }
+}
+
+/// Keeps audio at 24 kHz of wall-clock time, a period at a time. A microphone hands a period over
+/// once it has been captured (at its end); a speaker takes one at the start of its slot, and if the
+/// machine starved it far behind it skips ahead, as a real device's xrun would, instead of
+/// replaying the backlog.
+struct Pacer {
+    enum Role { case microphone, speaker }
+    let role: Role
+    private var next: UInt64 = 0
+    init(_ role: Role) { self.role = role }
+
+    mutating func pace(_ samples: Int, clock: any FrameClock) {
+        let period = UInt64(samples) * 1_000_000_000 / 24_000
+        let now = clock.now()
+        switch role {
+        case .microphone:
+            if next == 0 { next = now }
+            next += period
+            sleep(until: next)
+        case .speaker:
+            if next == 0 || now > next + 4 * period { next = now }
+            sleep(until: next)
+            next += period
+        }
+    }
 }
 
 /// Sleeps until `t` on the monotonic clock that `MonotonicClock` reads.

@@ -233,6 +233,7 @@ public final class LiveLoop: @unchecked Sendable {
             if shouldStop() { break }
         }
         stopFlag.store(true, ordering: .releasing)
+        source.cancel()
         wake.signal()
         while threads.contains(where: \.isExecuting) { usleep(1000) }
         finished.removeAll(keepingCapacity: true)

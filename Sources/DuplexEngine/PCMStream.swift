@@ -9,16 +9,12 @@ import Synchronization
 /// of the input it adds up to `tailFrames` frames of silence, so the model's latency can be
 /// flushed out (a `PCMStreamSink` with the same `PCMStreamLength` stops at the input's length).
 public final class PCMStreamSource: FrameSource {
-    public struct Failure: Error, CustomStringConvertible {
-        public let message: String
-        public var description: String { "cannot read input: \(message)" }
-    }
-
     private let fd: Int32
     private let format: SampleFormat
     private let resampler: Resampler?
     private let realtime: Bool
     private let clock: any FrameClock
+    private var pacer = Pacer(.microphone)
     private let length: PCMStreamLength?
     private let cancelled = Atomic<Bool>(false)
     private var raw: [UInt8]
@@ -30,8 +26,6 @@ public final class PCMStreamSource: FrameSource {
     private var readyEnd = 0
     private var ended = false
     private var tailRemaining: Int
-    private var delivered = 0
-    private var startTime: UInt64 = 0
     private let chunkBytes = 1 << 15
     public private(set) var trailingBytes = 0
 
@@ -52,7 +46,7 @@ public final class PCMStreamSource: FrameSource {
 
     public var pacing: SourcePacing { realtime ? .live : .asFastAsRead }
 
-    /// Makes a blocked `read` give up within 50 ms (a live loop stopping).
+    /// Makes a blocked `read` give up within 50 ms (a live loop stopping). Any thread.
     public func cancel() { cancelled.store(true, ordering: .relaxed) }
 
     public func read(into buffer: UnsafeMutablePointer<Float>, count: Int) throws -> Bool {
@@ -73,12 +67,7 @@ public final class PCMStreamSource: FrameSource {
         }
         ready.withUnsafeBufferPointer { buffer.update(from: $0.baseAddress! + readyStart, count: count) }
         readyStart += count
-        delivered += count
-        if realtime {
-            // A live microphone delivers sample k at start + k / 24 kHz.
-            if startTime == 0 { startTime = clock.now() }
-            sleep(until: startTime + UInt64(delivered) * 1_000_000_000 / 24_000)
-        }
+        if realtime { pacer.pace(count, clock: clock) }
         return true
     }
 
@@ -103,7 +92,7 @@ public final class PCMStreamSource: FrameSource {
             got = raw.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress! + carried, chunkBytes) }
             if got < 0 {
                 if errno == EINTR || errno == EAGAIN { continue }
-                throw Failure(message: String(cString: strerror(errno)))
+                throw PCMStreamError.read(String(cString: strerror(errno)))
             }
             break
         }
@@ -121,17 +110,7 @@ public final class PCMStreamSource: FrameSource {
         let bytesPerSample = format.bytesPerSample
         let available = carried + got
         let count = available / bytesPerSample
-        raw.withUnsafeBytes { src in
-            for i in 0..<count {
-                switch format {
-                case .s16le:
-                    pipeSamples[i] = PCM.float(from: Int16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: Int16.self)))
-                case .f32le:
-                    let v = Float(bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
-                    pipeSamples[i] = v.isFinite ? v : 0
-                }
-            }
-        }
+        raw.withUnsafeBytes { src in pipeSamples.withUnsafeMutableBufferPointer { format.decode(src, count: count, into: $0.baseAddress!) } }
         carried = available - count * bytesPerSample
         if carried > 0 { raw.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[(count * bytesPerSample)..<available])) } }
         length?.inputSamples += count
@@ -166,11 +145,6 @@ public final class PCMStreamLength {
 /// once it has written them all after the input ended. A reader that goes away (EPIPE) ends the
 /// stream quietly (`readerGone`). `paced` makes it a speaker that plays in real time.
 public final class PCMStreamSink: FrameSink {
-    public struct Failure: Error, CustomStringConvertible {
-        public let message: String
-        public var description: String { "cannot write output: \(message)" }
-    }
-
     private let fd: Int32
     private let format: SampleFormat
     private let resampler: Resampler?
@@ -179,7 +153,7 @@ public final class PCMStreamSink: FrameSink {
     private let clock: any FrameClock
     private var samples: [Float]
     private var bytes: [UInt8]
-    private var nextDue: UInt64 = 0
+    private var pacer = Pacer(.speaker)
     public private(set) var outputSamples = 0
     public private(set) var readerGone = false
     public private(set) var finished = false
@@ -200,13 +174,7 @@ public final class PCMStreamSink: FrameSink {
 
     public func write(_ input: UnsafePointer<Float>, count: Int) throws -> Bool {
         guard !readerGone && !finished else { return false }
-        if paced {
-            let period = UInt64(count) * 1_000_000_000 / 24_000
-            let now = clock.now()
-            if nextDue == 0 || now > nextDue + 4 * period { nextDue = now }
-            sleep(until: nextDue)
-            nextDue += period
-        }
+        if paced { pacer.pace(count, clock: clock) }
         var n = count
         if samples.count < count + 64 { samples = [Float](repeating: 0, count: count + 64); bytes = [UInt8](repeating: 0, count: samples.count * format.bytesPerSample) }
         if let resampler {
@@ -216,14 +184,7 @@ public final class PCMStreamSink: FrameSink {
         }
         if let length, length.inputEnded { n = max(0, min(n, length.inputSamples - outputSamples)) }
         if n > 0 {
-            bytes.withUnsafeMutableBytes { dst in
-                switch format {
-                case .s16le:
-                    for i in 0..<n { dst.storeBytes(of: PCM.int16(from: samples[i]).littleEndian, toByteOffset: 2 * i, as: Int16.self) }
-                case .f32le:
-                    for i in 0..<n { dst.storeBytes(of: samples[i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
-                }
-            }
+            bytes.withUnsafeMutableBytes { dst in samples.withUnsafeBufferPointer { format.encode($0.baseAddress!, count: n, into: dst) } }
             var written = 0
             let total = n * format.bytesPerSample
             while written < total {
@@ -231,7 +192,7 @@ public final class PCMStreamSink: FrameSink {
                 if w < 0 {
                     if errno == EINTR || errno == EAGAIN { continue }
                     if errno == EPIPE { readerGone = true; return false }
-                    throw Failure(message: String(cString: strerror(errno)))
+                    throw PCMStreamError.write(String(cString: strerror(errno)))
                 }
                 written += w
             }
@@ -243,5 +204,17 @@ public final class PCMStreamSink: FrameSink {
             return false
         }
         return true
+    }
+}
+
+/// A PCM stream's file descriptor failed.
+public enum PCMStreamError: Error, CustomStringConvertible {
+    case read(String)
+    case write(String)
+    public var description: String {
+        switch self {
+        case .read(let m): "cannot read input: \(m)"
+        case .write(let m): "cannot write output: \(m)"
+        }
     }
 }

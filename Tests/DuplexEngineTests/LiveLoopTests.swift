@@ -106,6 +106,18 @@ final class LiveLoopTests: XCTestCase {
         XCTAssertEqual(Array(recorder.systemSamples[1920...]), Array(signal[0..<(1920 * 3)]))
     }
 
+    func testStoppingReturnsPromptlyWhileTheSourceWaitsForInput() throws {
+        // talk --pipe with a silent stdin, then Ctrl-C: the capture thread must not hang in read.
+        var fds: [Int32] = [0, 0]
+        XCTAssertEqual(pipe(&fds), 0)
+        defer { close(fds[0]); close(fds[1]) }
+        let loop = LiveLoop(processor: EchoProcessor(), source: PCMStreamSource(fd: fds[0], realtime: true), sink: VirtualSpeaker())
+        let clock = MonotonicClock()
+        let start = clock.now()
+        XCTAssertEqual(try loop.run(shouldStop: { clock.now() - start > 100_000_000 }), .stopped)
+        XCTAssertLessThan(Double(clock.now() - start) / 1e9, 1.0, "stopped within a second")
+    }
+
     func testFirstFailureIsPublishedOnce() {
         let failure = FirstFailure()
         XCTAssertNil(failure.error)

@@ -41,38 +41,42 @@ func runPipeLoop(processor: FrameProcessor, input: Int32, output: Int32, format:
                    trailingBytes: source.trailingBytes, outputClosed: sink.readerGone)
 }
 
+/// Runs `duplex pipe`'s loop over `bytes` through real file descriptors (a pipe in, a pipe out).
+func pipeThrough(_ bytes: [UInt8], processor: FrameProcessor, format: SampleFormat = .s16le, rate: Int = 24_000,
+                 closeOutputAfter: Int? = nil) throws -> (output: [UInt8], summary: PipeRun, text: [(Int32, Double)]) {
+    var inFDs: [Int32] = [0, 0], outFDs: [Int32] = [0, 0]
+    XCTAssertEqual(pipe(&inFDs), 0)
+    XCTAssertEqual(pipe(&outFDs), 0)
+    signal(SIGPIPE, SIG_IGN)
+    let writeEnd = inFDs[1]
+    let writer = Thread {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { write(writeEnd, $0.baseAddress! + offset, min(4096, bytes.count - offset)) }
+            if n <= 0 { break }
+            offset += n
+        }
+        close(writeEnd)
+    }
+    writer.start()
+    let collected = OutputCollector(fd: outFDs[0], stopAfter: closeOutputAfter)
+    collected.start()
+    var text: [(Int32, Double)] = []
+    let summary = try runPipeLoop(processor: processor, input: inFDs[0], output: outFDs[1], format: format, rate: rate) { text.append(($0, $1)) }
+    close(outFDs[1])
+    close(inFDs[0])
+    return (collected.wait(), summary, text)
+}
+
 final class PipeTests: XCTestCase {
     struct Options {
         var format: SampleFormat = .s16le
         var rate = 24_000
     }
 
-    /// Runs the pipe over `bytes` through real file descriptors (a pipe in, a pipe out).
     private func runPipe(_ bytes: [UInt8], options: Options, closeOutputAfter: Int? = nil)
         throws -> (output: [UInt8], summary: PipeRun, text: [(Int32, Double)]) {
-        var inFDs: [Int32] = [0, 0], outFDs: [Int32] = [0, 0]
-        XCTAssertEqual(pipe(&inFDs), 0)
-        XCTAssertEqual(pipe(&outFDs), 0)
-        signal(SIGPIPE, SIG_IGN)
-        let writeEnd = inFDs[1]
-        let writer = Thread {
-            var offset = 0
-            while offset < bytes.count {
-                let n = bytes.withUnsafeBytes { write(writeEnd, $0.baseAddress! + offset, min(4096, bytes.count - offset)) }
-                if n <= 0 { break }
-                offset += n
-            }
-            close(writeEnd)
-        }
-        writer.start()
-        let collected = OutputCollector(fd: outFDs[0], stopAfter: closeOutputAfter)
-        collected.start()
-        var text: [(Int32, Double)] = []
-        let summary = try runPipeLoop(processor: EchoProcessor(), input: inFDs[0], output: outFDs[1], format: options.format,
-                                      rate: options.rate) { text.append(($0, $1)) }
-        close(outFDs[1])
-        close(inFDs[0])
-        return (collected.wait(), summary, text)
+        try pipeThrough(bytes, processor: EchoProcessor(), format: options.format, rate: options.rate, closeOutputAfter: closeOutputAfter)
     }
 
     private func s16(_ samples: [Int16]) -> [UInt8] { samples.withUnsafeBytes { Array($0) } }

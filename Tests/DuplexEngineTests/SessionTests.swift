@@ -2,29 +2,30 @@ import DuplexCore
 import DuplexEngine
 import XCTest
 
+/// A tiny random model of the real structure (8 codebooks, 7B-shaped delays), made in milliseconds.
+func tinyEngine(mimiSeed: UInt64, lmSeed: UInt64) throws -> EngineModel {
+    var mimi = MimiConfig()
+    mimi.dimension = 32
+    mimi.filters = 4
+    mimi.transformerHeads = 2
+    mimi.transformerLayers = 1
+    mimi.transformerFeedforward = 64
+    mimi.codebookDimension = 16
+    mimi.bins = 64
+    mimi.numCodebooks = 8
+    var lm = LMConfig.moshi7B
+    lm.dim = 32; lm.numHeads = 2; lm.numLayers = 2; lm.context = 8
+    lm.textCard = 50; lm.textCardOut = 50; lm.card = 64
+    lm.depformerDim = 16; lm.depformerNumHeads = 2; lm.depformerNumLayers = 1
+    lm.depformerDimFeedforward = Int(4.125 * 16)
+    return try EngineModel(mimi: Mimi(store: WeightStore(randomSeed: mimiSeed), config: mimi),
+                           lm: LMModel(store: WeightStore(randomSeed: lmSeed), config: lm), tokenizer: nil, name: "tiny")
+}
+
 /// A conversation on a tiny random model of the real structure: one model, many sessions, each
 /// with its own state; reset starts a fresh conversation; the session equals the blocks it runs.
 final class SessionTests: XCTestCase {
-    private static func tinyEngine() throws -> EngineModel {
-        var mimi = MimiConfig()
-        mimi.dimension = 32
-        mimi.filters = 4
-        mimi.transformerHeads = 2
-        mimi.transformerLayers = 1
-        mimi.transformerFeedforward = 64
-        mimi.codebookDimension = 16
-        mimi.bins = 64
-        mimi.numCodebooks = 8
-        var lm = LMConfig.moshi7B
-        lm.dim = 32; lm.numHeads = 2; lm.numLayers = 2; lm.context = 8
-        lm.textCard = 50; lm.textCardOut = 50; lm.card = 64
-        lm.depformerDim = 16; lm.depformerNumHeads = 2; lm.depformerNumLayers = 1
-        lm.depformerDimFeedforward = Int(4.125 * 16)
-        return try EngineModel(mimi: Mimi(store: WeightStore(randomSeed: 11), config: mimi),
-                               lm: LMModel(store: WeightStore(randomSeed: 12), config: lm), tokenizer: nil, name: "tiny")
-    }
-
-    private static let engine = Result { try tinyEngine() }
+    private static let engine = Result { try tinyEngine(mimiSeed: 11, lmSeed: 12) }
 
     private func voice(_ frames: Int) -> [Float] {
         (0..<(frames * 1920)).map { i in
@@ -89,51 +90,43 @@ final class SessionTests: XCTestCase {
         XCTAssertNotEqual(outB, solo.audio)
     }
 
+    /// Mimi encode → LMGen.step → Mimi decode by hand, under `rule`: the session must equal it.
+    private func byHand(_ engine: EngineModel, _ input: [Float], frames: Int, rule: FirstFrameRule) throws -> [Float] {
+        let mimi = try XCTUnwrap(engine.mimi), codec = mimi.makeState()
+        let gen = LMGen(model: engine.lm, sampling: .greedy)
+        var lm = gen.makeState()
+        var codes = [Int32](repeating: 0, count: mimi.numCodebooks)
+        var audio = [Float]()
+        for f in 0..<frames {
+            input.withUnsafeBufferPointer { mimi.encodeStep($0.baseAddress! + f * 1920, codes: &codes, state: codec) }
+            if f == 0 {
+                // Kyutai's server restarts the codec after the first frame; run_inference feeds it twice.
+                if rule == .kyutaiServer { codec.reset() } else { _ = try gen.step(userCodes: codes, state: &lm) }
+            }
+            var pcm = [Float](repeating: 0, count: 1920)
+            if let out = try gen.step(userCodes: codes, state: &lm) {
+                try mimi.decodeStep(Array(out[1...8]), codebooks: 8, output: &pcm, state: codec)
+            } else {
+                XCTAssertEqual(rule, .kyutaiServer, "under run_inference's rule every call answers")
+            }
+            audio += pcm
+        }
+        return audio
+    }
+
     func testTheSessionIsTheBlocksItRuns() throws {
-        // Mimi encode → LMGen.step → Mimi decode by hand, with Kyutai's server rule of starting the
-        // codec afresh after the first frame, must give the session's output bit for bit.
         let engine = try Self.engine.get()
         let input = voice(5)
         let viaSession = converse(engine.makeSession(sampling: .greedy), input, frames: 5)
-        let mimi = try XCTUnwrap(engine.mimi), codec = mimi.makeState()
-        let gen = LMGen(model: engine.lm, sampling: .greedy)
-        var lm = gen.makeState()
-        var codes = [Int32](repeating: 0, count: mimi.numCodebooks)
-        var audio = [Float]()
-        for f in 0..<5 {
-            input.withUnsafeBufferPointer { mimi.encodeStep($0.baseAddress! + f * 1920, codes: &codes, state: codec) }
-            if f == 0 { codec.reset() }
-            if let out = try gen.step(userCodes: codes, state: &lm) {
-                var pcm = [Float](repeating: 0, count: 1920)
-                try mimi.decodeStep(Array(out[1...8]), codebooks: 8, output: &pcm, state: codec)
-                audio += pcm
-            } else {
-                audio += [Float](repeating: 0, count: 1920)
-            }
-        }
-        XCTAssertEqual(viaSession.audio, audio)
+        XCTAssertEqual(viaSession.audio, try byHand(engine, input, frames: 5, rule: .kyutaiServer))
     }
 
     func testRunInferenceRuleFeedsTheFirstFrameTwiceAndKeepsTheCodec() throws {
-        // Kyutai's run_inference: the first frame's codes reach LMGen twice, the codec is not
-        // restarted: n frames in give n answers (none silent).
+        // Kyutai's run_inference: n frames in give n answers (none silent).
         let engine = try Self.engine.get()
         let input = voice(5)
         let viaSession = converse(engine.makeSession(sampling: .greedy, firstFrame: .runInference), input, frames: 5)
-        let mimi = try XCTUnwrap(engine.mimi), codec = mimi.makeState()
-        let gen = LMGen(model: engine.lm, sampling: .greedy)
-        var lm = gen.makeState()
-        var codes = [Int32](repeating: 0, count: mimi.numCodebooks)
-        var audio = [Float]()
-        for f in 0..<5 {
-            input.withUnsafeBufferPointer { mimi.encodeStep($0.baseAddress! + f * 1920, codes: &codes, state: codec) }
-            if f == 0 { _ = try gen.step(userCodes: codes, state: &lm) }
-            let out = try XCTUnwrap(try gen.step(userCodes: codes, state: &lm), "every call after the doubled first one answers")
-            var pcm = [Float](repeating: 0, count: 1920)
-            try mimi.decodeStep(Array(out[1...8]), codebooks: 8, output: &pcm, state: codec)
-            audio += pcm
-        }
-        XCTAssertEqual(viaSession.audio, audio)
+        XCTAssertEqual(viaSession.audio, try byHand(engine, input, frames: 5, rule: .runInference))
         XCTAssertNotEqual(viaSession.audio, converse(engine.makeSession(sampling: .greedy), input, frames: 5).audio,
                           "the two rules answer differently: the option is not ignored")
     }

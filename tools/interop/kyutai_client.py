@@ -18,7 +18,7 @@ Usage: kyutai_client.py --url ws://127.0.0.1:8998/api/chat [--wav speech.wav] [-
 import argparse
 import asyncio
 import json
-import math
+import os
 import sys
 import time
 
@@ -27,19 +27,8 @@ import numpy as np
 import sphn
 
 
-def finite_json(value, **kwargs):
-    """json.dumps that writes NaN/±Inf as null (Python's default writes bare NaN: not JSON)."""
-    def clean(v):
-        if isinstance(v, float):
-            return v if math.isfinite(v) else None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if hasattr(v, "item") and callable(v.item) and getattr(v, "ndim", 1) == 0:
-            return clean(v.item())
-        return v
-    return json.dumps(clean(value), allow_nan=False, **kwargs)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from finite_json import finite_json  # noqa: E402
 
 
 SAMPLE_RATE = 24000
