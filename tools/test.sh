@@ -7,3 +7,5 @@ swift build --build-tests
 swift test --skip-build "$@"
 # The release binary end to end on the embedded default model (pipe, generate, bench, talk, serve).
 ./tools/e2e.sh
+# The whole suite again under ThreadSanitizer: no data race anywhere (its own build folder).
+./tools/tsan.sh

@@ -212,12 +212,16 @@ public final class LiveLoop: @unchecked Sendable {
     /// on the calling thread about every 10 ms with the frames whose answer started playing since
     /// the last tick: status lines, text, meters. The audio and model threads never wait for it.
     public func run(shouldStop: () -> Bool = { false }, onTick: (ArraySlice<FrameTimestamps>) -> Void = { _ in }) throws -> End {
-        let threads = [
-            Thread { [self] in captureLoop() },
-            Thread { [self] in modelLoop() },
-            Thread { [self] in playbackLoop() },
-        ]
-        for t in threads { t.stackSize = 1 << 20; t.start() }
+        // The group's leave/wait is what makes the threads' last writes (counters, the failure)
+        // visible to this thread once they are done.
+        let done = DispatchGroup()
+        let bodies: [@Sendable () -> Void] = [{ [self] in captureLoop() }, { [self] in modelLoop() }, { [self] in playbackLoop() }]
+        for body in bodies {
+            done.enter()
+            let thread = Thread { body(); done.leave() }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
         var finished: [FrameTimestamps] = []
         finished.reserveCapacity(1 << 12)
         var end = End.stopped
@@ -235,7 +239,7 @@ public final class LiveLoop: @unchecked Sendable {
         stopFlag.store(true, ordering: .releasing)
         source.cancel()
         wake.signal()
-        while threads.contains(where: \.isExecuting) { usleep(1000) }
+        done.wait()
         finished.removeAll(keepingCapacity: true)
         pipeline.drainFinished { finished.append($0) }
         if !finished.isEmpty { onTick(finished[...]) }

@@ -99,7 +99,7 @@ struct Bench: ParsableCommand {
             sink = flatOut ? NullSink() : VirtualSpeaker()
         }
         let processor: FrameProcessor = positiveControl ? AllocatingProcessor(session) : session
-        let harness = BenchHarness(processor: processor, source: source, sink: sink, options: options, allocationCount: { Allocations.total })
+        let harness = BenchHarness(processor: processor, source: source, sink: sink, options: options, allocationCount: Allocations.counter)
         Allocations.start()
         warn("running \(frames + warmup) frames (\(String(format: "%.1f", Double(frames + warmup) * 0.08)) s of audio)\(flatOut ? " flat out" : " in real time")"
              + (contextFill > 0 ? " after \(contextFill) steps of context" : "") + "…")

@@ -114,8 +114,9 @@ extension Codec {
 
         /// The process-wide allocation count (CAllocCounter), switched on for the run.
         static func allocationCounter() -> (() -> Int)? {
+            guard let counter = Allocations.counter else { return nil }
             Allocations.start()
-            return { Int(Allocations.total) }
+            return { Int(counter()) }
         }
     }
 }
