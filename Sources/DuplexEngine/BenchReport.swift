@@ -4,13 +4,12 @@ import Foundation
 extension BenchHarness.Report {
     /// JSON with the keys tools rely on: latency_ms {p50,p95,p99,max}, stages_ms {stage: {p50,p95}},
     /// real_time_factor, deadline_misses, allocations_per_frame (null: not counted), peak_rss_bytes,
-    /// frames, context_frames (+ counters and `extra`). Written by JSONSerialization, so any string
-    /// is escaped and a non-finite number becomes null.
+    /// frames, context_frames (+ counters and `extra`). Written by `JSONOutput`, so any string is
+    /// escaped and a non-finite number becomes null.
     public func json(extra: [String: String] = [:]) -> String {
-        func n(_ v: Double?) -> Any { v.map { $0.isFinite ? $0 as Any : NSNull() } ?? NSNull() }
         func summary(_ p: Percentiles, max: Bool = false) -> [String: Any] {
-            var d: [String: Any] = ["p50": n(p.percentile(50)), "p95": n(p.percentile(95)), "p99": n(p.percentile(99)), "mean": n(p.mean)]
-            if max { d["max"] = n(p.count > 0 ? p.maximum : nil) }
+            var d: [String: Any] = ["p50": p.percentile(50), "p95": p.percentile(95), "p99": p.percentile(99), "mean": p.mean]
+            if max { d["max"] = p.count > 0 ? p.maximum : Double.nan }
             return d
         }
         var object: [String: Any] = [
@@ -18,19 +17,18 @@ extension BenchHarness.Report {
             "context_frames": contextFrames,
             "latency_ms": summary(latency, max: true),
             "stages_ms": Dictionary(uniqueKeysWithValues: stages.map { ($0.name, summary($0.values)) }),
-            "real_time_factor": n(realTimeFactor),
+            "real_time_factor": realTimeFactor,
             "deadline_misses": deadlineMisses,
-            "allocations_per_frame": n(allocationsPerFrame),
+            "allocations_per_frame": allocationsPerFrame.map { $0 as Any } ?? NSNull(),
             "peak_rss_bytes": peakRSSBytes,
             "underruns": counters.underruns,
             "overruns": counters.overruns,
             "dropped_output_frames": counters.droppedOutputFrames,
             "dropped_input_frames": counters.droppedInputFrames,
-            "wall_seconds": n(wallSeconds),
+            "wall_seconds": wallSeconds,
         ]
         for (k, v) in extra { object[k] = v }
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self) + "\n"
+        return ((try? JSONOutput.line(object, pretty: true)) ?? "{}") + "\n"
     }
 
     /// The table for people.

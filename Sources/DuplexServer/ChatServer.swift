@@ -1,4 +1,5 @@
 import Atomics
+import DuplexEngine
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
@@ -201,8 +202,7 @@ final class HTTPRoutes: ChannelInboundHandler, RemovableChannelHandler {
         case "/healthz":
             let active = metrics.activeSessions
             let object: [String: Any] = ["status": "ok", "sessions_active": active, "sessions_max": max, "accepting": active < max]
-            let json = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-            let body = json + "\n"
+            let body = ((try? JSONOutput.line(object)) ?? "{}") + "\n"
             reply(context, .ok, body, type: "application/json")
         case "/metrics":
             reply(context, .ok, metrics.render(maxSessions: max), type: "text/plain; version=0.0.4; charset=utf-8")

@@ -3,9 +3,9 @@ import Foundation
 /// JSON for machines, always valid: objects go through `JSONSerialization` (never string
 /// concatenation, which lets a NaN out as a bare `nan`), with every non-finite number written
 /// as `null` and keys sorted so that runs diff cleanly.
-enum JSONOutput {
+public enum JSONOutput {
     /// `value` with NaN/±Inf (Double or Float) replaced by `NSNull`, through nested dictionaries and arrays.
-    static func sanitized(_ value: Any) -> Any {
+    public static func sanitized(_ value: Any) -> Any {
         switch value {
         case let d as Double: return d.isFinite ? d : NSNull()
         case let f as Float: return f.isFinite ? Double(f) : NSNull()
@@ -15,9 +15,10 @@ enum JSONOutput {
         }
     }
 
-    /// One line of JSON (no trailing newline).
-    static func line(_ object: [String: Any]) throws -> String {
-        let data = try JSONSerialization.data(withJSONObject: sanitized(object), options: [.sortedKeys, .withoutEscapingSlashes])
+    /// One line of JSON (no trailing newline), or indented for people (`pretty`).
+    public static func line(_ object: [String: Any], pretty: Bool = false) throws -> String {
+        let options: JSONSerialization.WritingOptions = pretty ? [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted] : [.sortedKeys, .withoutEscapingSlashes]
+        let data = try JSONSerialization.data(withJSONObject: sanitized(object), options: options)
         return String(decoding: data, as: UTF8.self)
     }
 }
