@@ -49,8 +49,8 @@ extension FrameSink {
 
 // MARK: - in-memory and virtual sources and sinks
 
-/// A recording as a source: played once (then end of stream) or looped, as fast as read or paced
-/// like a live microphone (one period per period of wall-clock time).
+/// A recording as a source: played once (the last frame completed with silence, then end of
+/// stream) or looped, as fast as read or paced like a live microphone.
 public final class SignalSource: FrameSource {
     private let signal: [Float]
     private let loop: Bool
@@ -58,32 +58,22 @@ public final class SignalSource: FrameSource {
     private let realtime: Bool
     private var position = 0
     private var pacer = Pacer(.microphone)
-    /// Silence appended after a non-looped signal before the end of stream (to flush the model).
-    private var tailRemaining: Int
 
-    public init(_ signal: [Float], loop: Bool = false, realtime: Bool = false, tail: Int = 0, clock: any FrameClock = MonotonicClock()) {
+    public init(_ signal: [Float], loop: Bool = false, realtime: Bool = false, clock: any FrameClock = MonotonicClock()) {
         self.signal = signal.isEmpty && loop ? [0] : signal
         self.loop = loop
         self.realtime = realtime
         self.clock = clock
-        tailRemaining = tail
     }
 
     public var pacing: SourcePacing { realtime ? .live : .asFastAsRead }
 
     public func read(into buffer: UnsafeMutablePointer<Float>, count: Int) throws -> Bool {
-        if !loop && position >= signal.count && tailRemaining <= 0 { return false }
+        if !loop && position >= signal.count { return false }
         for i in 0..<count {
-            if loop {
-                buffer[i] = signal[position % signal.count]
-            } else if position < signal.count {
-                buffer[i] = signal[position]
-            } else {
-                buffer[i] = 0
-                tailRemaining -= 1
-            }
-            position += 1
+            buffer[i] = loop ? signal[(position + i) % signal.count] : (position + i < signal.count ? signal[position + i] : 0)
         }
+        position += count
         if realtime { pacer.pace(count, clock: clock) }
         return true
     }
