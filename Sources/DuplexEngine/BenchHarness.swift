@@ -37,11 +37,11 @@ public final class BenchHarness {
     private let source: FrameSource
     private let sink: FrameSink
     private let options: Options
-    private let allocationCount: (() -> UInt64)?
+    private let allocationCount: (@Sendable () -> UInt64)?
 
     /// `allocationCount` reads a process-wide malloc counter; without one the report says "not counted".
     public init(processor: FrameProcessor, source: FrameSource, sink: FrameSink, options: Options,
-                allocationCount: (() -> UInt64)? = nil) {
+                allocationCount: (@Sendable () -> UInt64)? = nil) {
         self.processor = processor
         self.source = source
         self.sink = sink
@@ -54,17 +54,17 @@ public final class BenchHarness {
         let total = options.frames + options.warmupFrames
         var finished: [FrameTimestamps] = []
         finished.reserveCapacity(total + 8)
-        var allocationsAtWarm: UInt64?
+        // The allocation window runs from the moment the model answered the last warm-up frame
+        // (read on the model thread, between two frames) to the end, and is divided by the frames
+        // the model answered in it: flat out, the model runs ahead of playback.
+        if let allocationCount, options.warmupFrames > 0 { loop.snapshot(afterFrame: options.warmupFrames, of: allocationCount) }
         let clock = MonotonicClock()
         let began = clock.now()
         let realtime = source.pacing == .live || sink.isPaced
         let deadline = began + UInt64((Double(total) * 0.08 * (realtime ? 1.5 : 50) + 30) * 1e9)
-        if options.warmupFrames == 0 { allocationsAtWarm = allocationCount?() }
+        let allocationsAtStart = options.warmupFrames == 0 ? allocationCount?() : nil
         _ = try loop.run(shouldStop: { finished.count >= total || clock.now() > deadline }) { stamps in
-            for s in stamps where finished.count < total {
-                finished.append(s)
-                if finished.count == options.warmupFrames { allocationsAtWarm = allocationCount?() }
-            }
+            for s in stamps where finished.count < total { finished.append(s) }
         }
         let allocationsAtEnd = allocationCount?()
 
@@ -87,8 +87,9 @@ public final class BenchHarness {
         report.stages = stages.map { (name: $0.0, values: $0.1) }
         report.frames = report.latency.count
         report.realTimeFactor = report.frames > 0 ? compute / (Double(report.frames) * 80) : 0
-        if let start = allocationsAtWarm, let end = allocationsAtEnd {
-            report.allocationsPerFrame = Double(end &- start) / Double(max(1, finished.count - options.warmupFrames))
+        let windowFrames = loop.pipeline.framesAnswered - options.warmupFrames
+        if let start = allocationsAtStart ?? loop.snapshot, let end = allocationsAtEnd, windowFrames > 0 {
+            report.allocationsPerFrame = Double(end &- start) / Double(windowFrames)
         }
         report.peakRSSBytes = peakRSS()
         return report

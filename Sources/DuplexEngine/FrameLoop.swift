@@ -178,6 +178,10 @@ public final class LiveLoop: @unchecked Sendable {
     private let priorityRefused = Atomic<Int>(0)
     private let priorityReason = Mutex<String?>(nil)
     private let wake = DispatchSemaphore(value: 0)
+    /// A counter to read on the model thread right after a given frame (set before `run`).
+    private var snapshotRequest: (frame: Int, read: @Sendable () -> UInt64)?
+    private let snapshotTaken = Atomic<Bool>(false)
+    private let snapshotBits = Atomic<UInt64>(0)
 
     public init(processor: FrameProcessor, source: FrameSource, sink: FrameSink, options: Options = Options(),
                 clock: any FrameClock = MonotonicClock()) {
@@ -198,6 +202,15 @@ public final class LiveLoop: @unchecked Sendable {
         }
         pipeline = FramePipeline(processor: processor, clock: clock, configuration: configuration)
     }
+
+    /// Reads `counter` on the model thread right after frame `frame` (1-based) is answered, so a
+    /// measurement window starts exactly between two frames, however far the model runs ahead
+    /// of playback. Call before `run`; the value is `snapshot` afterwards (nil if never reached).
+    public func snapshot(afterFrame frame: Int, of counter: @escaping @Sendable () -> UInt64) {
+        snapshotRequest = (frame, counter)
+    }
+
+    public var snapshot: UInt64? { snapshotTaken.load(ordering: .acquiring) ? snapshotBits.load(ordering: .relaxed) : nil }
 
     /// Whether the audio threads got real-time priority: nil before they started, else a line for
     /// a summary ("real-time priority (SCHED_FIFO)" or why not).
@@ -294,6 +307,10 @@ public final class LiveLoop: @unchecked Sendable {
         while !stopping {
             if pipeline.step() {
                 if let error = processor.failure { failure.publish(ModelStopped(underlying: error)); break }
+                if let request = snapshotRequest, pipeline.framesAnswered == request.frame {
+                    snapshotBits.store(request.read(), ordering: .relaxed)
+                    snapshotTaken.store(true, ordering: .releasing)
+                }
                 continue
             }
             if sourceEnded.load(ordering: .acquiring) && pipeline.queuedInputFrames == 0 { break }

@@ -1,5 +1,6 @@
 import DuplexAudio
 import Foundation
+import Synchronization
 
 /// What turns one input frame into one output frame: the Session (Mimi + LM), or a stand-in in tests.
 /// Called on the model thread only.
@@ -93,6 +94,8 @@ public final class FramePipeline: @unchecked Sendable {
     private var captureCounts = Counters()
     private var modelCounts = Counters()
     private var playbackCounts = Counters()
+    /// Frames the model has answered, readable from any thread while the others run.
+    private let answered = Atomic<Int>(0)
 
     public var counters: Counters {
         var c = Counters()
@@ -194,6 +197,7 @@ public final class FramePipeline: @unchecked Sendable {
             }
         }
         modelCounts.framesProcessed += 1
+        answered.add(1, ordering: .releasing)
         return true
     }
 
@@ -290,6 +294,9 @@ public final class FramePipeline: @unchecked Sendable {
             body(event)
         }
     }
+
+    /// Frames the model has answered so far. Safe from any thread.
+    public var framesAnswered: Int { answered.load(ordering: .acquiring) }
 
     /// Frames waiting for the model (a lag indicator). Safe from any thread.
     public var queuedInputFrames: Int { captureStamps.availableToRead }

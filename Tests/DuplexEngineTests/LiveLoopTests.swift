@@ -1,5 +1,6 @@
 import DuplexEngine
 import Foundation
+import Synchronization
 import XCTest
 
 /// A stand-in model that spends a known time per frame and stamps every stage, so the harness's
@@ -146,16 +147,18 @@ final class BenchHarnessTests: XCTestCase {
         XCTAssertNil(report.allocationsPerFrame, "no counter: not counted, never a made-up zero")
     }
 
-    func testAllocationCounterIsReadOverTheMeasuredFramesOnly() throws {
+    func testAllocationWindowCountsPerAnsweredFrame() throws {
+        // A stand-in "allocation" per frame (the model counts its calls), flat out, where the model
+        // runs far ahead of playback: the window starts between two frames on the model thread,
+        // so the report says exactly 1 per frame.
         var options = BenchHarness.Options()
-        options.frames = 20
+        options.frames = 40
         options.warmupFrames = 4
-        let counter = CountingProbe()
-        let report = try BenchHarness(processor: EchoProcessor(), source: SignalSource([0.2], loop: true), sink: NullSink(),
-                                      options: options, allocationCount: { counter.read() }).run()
-        // The probe counts one per read: exactly two reads (window start and end) → 1 / frames.
+        let model = CountingEcho()
+        let report = try BenchHarness(processor: model, source: SignalSource([0.2], loop: true), sink: NullSink(),
+                                      options: options, allocationCount: { model.calls }).run()
         let perFrame = try XCTUnwrap(report.allocationsPerFrame)
-        XCTAssertEqual(perFrame, 1.0 / 20.0, accuracy: 1e-9)
+        XCTAssertEqual(perFrame, 1.0, accuracy: 1e-12)
     }
 
     func testPacedRunShowsTheFramingAndAcousticDelay() throws {
@@ -174,10 +177,18 @@ final class BenchHarnessTests: XCTestCase {
     }
 }
 
-/// Counts how often it is read (a stand-in for the malloc counter whose true value is known).
-final class CountingProbe: @unchecked Sendable {
-    private var n: UInt64 = 0
-    func read() -> UInt64 { n += 1; return n }
+/// The echo, counting its calls where other threads can read them (a stand-in for a malloc
+/// counter whose true value is known: one per frame).
+final class CountingEcho: FrameProcessor, @unchecked Sendable {
+    let frameSize = 1920
+    private let echo = EchoProcessor()
+    private let count = Atomic<UInt64>(0)
+    var calls: UInt64 { count.load(ordering: .relaxed) }
+    func process(_ input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, stamps: inout FrameTimestamps,
+                 clock: any FrameClock) -> Int32? {
+        count.add(1, ordering: .relaxed)
+        return echo.process(input, output: output, stamps: &stamps, clock: clock)
+    }
 }
 
 final class BenchReportTests: XCTestCase {
