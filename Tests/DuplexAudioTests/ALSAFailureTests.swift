@@ -154,25 +154,9 @@ final class ALSAFailureTests: XCTestCase {
 
     // MARK: helpers
 
+    /// Both PCMs' output (the capture's too) goes to `output`.
     private func fileConfiguration(input: String, output: String) -> String {
-        """
-        pcm.duplex_test_capture {
-            type file
-            slave.pcm "duplex_test_null"
-            file "\(output)"
-            infile "\(input)"
-            format "raw"
-        }
-        pcm.duplex_test_playback {
-            type file
-            slave.pcm "duplex_test_null"
-            file "\(output)"
-            format "raw"
-        }
-        pcm.duplex_test_null {
-            type null
-        }
-        """
+        alsaFileConfiguration(input: input, output: output, captureOutput: output)
     }
 
     /// Runs `body` with file descriptor 2 pointed at a file; returns what was written there.

@@ -5,33 +5,12 @@ import XCTest
 /// ALSA code paths for real, without a sound card: the `file` plugin over the `null` plugin
 /// (capture reads a raw file, playback writes one).
 final class ALSATests: XCTestCase {
-    private func configuration(input: String, output: String) -> String {
-        """
-        pcm.duplex_test_capture {
-            type file
-            slave.pcm "duplex_test_null"
-            file "/dev/null"
-            infile "\(input)"
-            format "raw"
-        }
-        pcm.duplex_test_playback {
-            type file
-            slave.pcm "duplex_test_null"
-            file "\(output)"
-            format "raw"
-        }
-        pcm.duplex_test_null {
-            type null
-        }
-        """
-    }
-
     func testCaptureFromFileAndPlaybackToFileKeepCountAndOrder() throws {
         let input = temporaryFile("alsa-in.raw"), output = temporaryFile("alsa-out.raw")
         let frames = 24_000
         let samples = (0..<frames).map { Int16(truncatingIfNeeded: $0 &* 7) }
         try samples.withUnsafeBytes { Data($0) }.write(to: URL(fileURLWithPath: input))
-        let config = configuration(input: input, output: output)
+        let config = alsaFileConfiguration(input: input, output: output)
 
         var captureRequest = ALSADevice.Request(name: "duplex_test_capture", direction: .capture)
         captureRequest.periodFrames = 480
@@ -79,4 +58,27 @@ final class ALSATests: XCTestCase {
         try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         return dir.appendingPathComponent(name).path
     }
+}
+
+/// ALSA configuration text for the tests: `duplex_test_capture` reads `input` through the `file`
+/// plugin (its own output to `captureOutput`), `duplex_test_playback` writes to `output`.
+func alsaFileConfiguration(input: String, output: String, captureOutput: String = "/dev/null") -> String {
+    """
+    pcm.duplex_test_capture {
+        type file
+        slave.pcm "duplex_test_null"
+        file "\(captureOutput)"
+        infile "\(input)"
+        format "raw"
+    }
+    pcm.duplex_test_playback {
+        type file
+        slave.pcm "duplex_test_null"
+        file "\(output)"
+        format "raw"
+    }
+    pcm.duplex_test_null {
+        type null
+    }
+    """
 }

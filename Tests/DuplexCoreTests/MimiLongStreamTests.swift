@@ -27,17 +27,7 @@ final class MimiLongStreamTests: XCTestCase {
         XCTAssertEqual(frames, Int(records.metadata["frames"] ?? ""))
 
         // Streaming encode, one frame per call.
-        let state = mimi.makeState()
-        var latent: [Float] = []
-        var frameMajor = [Int32](repeating: 0, count: frames * n)
-        audio.withUnsafeBufferPointer { x in
-            frameMajor.withUnsafeMutableBufferPointer { c in
-                for f in 0..<frames {
-                    mimi.encodeStep(x.baseAddress! + f * frameSize, codes: c.baseAddress! + f * n, state: state)
-                    latent += state.lastLatent(frames: 1)
-                }
-            }
-        }
+        let (latent, frameMajor, state) = streamingEncode(mimi, audio, codebooks: n)
         // The proof that the window was passed: every encoder layer's ring has been written
         // several times over its capacity, and the last step attended over a full window only.
         for layer in state.encoderTransformer.layers {

@@ -33,17 +33,7 @@ final class MimiReferenceTests: XCTestCase {
         let d = mimi.config.dimension
 
         // Streaming encode, one frame per call.
-        let state = mimi.makeState()
-        var latent: [Float] = []
-        var frameMajor = [Int32](repeating: 0, count: frames * n)
-        audio.withUnsafeBufferPointer { x in
-            frameMajor.withUnsafeMutableBufferPointer { c in
-                for f in 0..<frames {
-                    mimi.encodeStep(x.baseAddress! + f * frameSize, codes: c.baseAddress! + f * n, state: state)
-                    latent += state.lastLatent(frames: 1)
-                }
-            }
-        }
+        let (latent, frameMajor, state) = streamingEncode(mimi, audio, codebooks: n)
         assertClose(latent, try records.floatTensor("q\(n).latent_streaming").data, relL2: 1e-4, "q\(n) streaming latent")
         let expected = try codes(records, "q\(n).codes_streaming")
         XCTAssertEqual(expected.shape, [n, frames])

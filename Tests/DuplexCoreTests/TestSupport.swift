@@ -82,3 +82,22 @@ func loadFixture(_ name: String, file: StaticString = #filePath, line: UInt = #l
     }
     return f
 }
+
+/// Kyutai's streaming encode, one 1920-sample frame per call: the latent of every frame, and the
+/// codes frame-major ([frames, n]). Returns the state too, for tests that look inside it.
+func streamingEncode(_ mimi: Mimi, _ audio: [Float], codebooks n: Int) -> (latent: [Float], frameMajor: [Int32], state: Mimi.State) {
+    let frameSize = mimi.frameSize
+    let frames = audio.count / frameSize
+    let state = mimi.makeState()
+    var latent: [Float] = []
+    var frameMajor = [Int32](repeating: 0, count: frames * n)
+    audio.withUnsafeBufferPointer { x in
+        frameMajor.withUnsafeMutableBufferPointer { c in
+            for f in 0..<frames {
+                mimi.encodeStep(x.baseAddress! + f * frameSize, codes: c.baseAddress! + f * n, state: state)
+                latent += state.lastLatent(frames: 1)
+            }
+        }
+    }
+    return (latent, frameMajor, state)
+}
