@@ -159,7 +159,7 @@ struct Bench: ParsableCommand {
 
     private func write(_ text: String, to path: String) throws {
         do { try text.write(toFile: path, atomically: true, encoding: .utf8) } catch {
-            throw ValidationError("cannot write \(path): \(error.localizedDescription)")
+            throw CLIError("cannot write \(path): \(error.localizedDescription)")
         }
     }
 }

@@ -58,7 +58,7 @@ struct Generate: ParsableCommand {
         for note in folder.notes { warn("note: \(note)") }
         // Check every file the run will need before the long part starts.
         let audioIn = try input.map { try CodecAudio.read($0, raw: false, sampleRate: 24_000) }
-        if let audioIn, audioIn.isEmpty { throw ValidationError("\(input!): no audio") }
+        if let audioIn, audioIn.isEmpty { throw CLIError("\(input!): no audio") }
         let userCodes = audioIn == nil ? try readUserCodes(folder.config) : nil
         let engine = try EngineModel.load(folder: folder, codec: input != nil || output != nil, tokenizer: text != nil)
         // The same Session every other use runs, so generate answers as pipe, talk and serve do.
@@ -106,7 +106,7 @@ struct Generate: ParsableCommand {
             let special = TextStreamSpecialIds(epad: c.textEndPaddingId, pad: c.textPaddingId, start: c.textCard)
             let transcript = try tokenizer.transcript(produced.map { Int($0[0]) }, special: special)
             do { try (transcript + "\n").write(toFile: text, atomically: true, encoding: .utf8) } catch {
-                throw ValidationError("cannot write \(text): \(error.localizedDescription)")
+                throw CLIError("cannot write \(text): \(error.localizedDescription)")
             }
         }
     }

@@ -69,7 +69,7 @@ final class TextOutput {
     init(path: String?) throws {
         guard let path else { handle = .standardError; return }
         guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path) else {
-            throw ValidationError("cannot write --text \(path)")
+            throw CLIError("cannot write --text \(path)")
         }
         handle = h
     }
