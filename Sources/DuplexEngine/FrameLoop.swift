@@ -21,8 +21,9 @@ public enum FrameLoop {
 
     public struct InlineSummary: Sendable, Equatable {
         public var frames = 0
-        /// The sink's reader went away (a closed pipe).
-        public var outputClosed = false
+        /// The sink took no more: its reader went away, or it had all it wanted (a PCM stream as
+        /// long as its input). The sink itself says which.
+        public var sinkFinished = false
     }
 
     /// Reads the source frame by frame to its end, answering each frame as soon as it is read.
@@ -45,7 +46,7 @@ public enum FrameLoop {
             summary.frames += 1
             onFrame(pipeline)
             guard try output.withUnsafeBufferPointer({ try sink.write($0.baseAddress!, count: n) }) else {
-                summary.outputClosed = true
+                summary.sinkFinished = true
                 break
             }
         }
