@@ -45,11 +45,15 @@ let package = Package(
         // instead of letting alsa-lib print them to stderr.
         .target(name: "CALSAErrors", dependencies: ["CALSA"]),
 
+        // Quantized-weight kernels in C: per-function target attributes and runtime CPU dispatch
+        // (Swift can neither emit maddubs/dpbusd nor pick an ISA per function). No unsafe flags.
+        .target(name: "CQuant"),
+
         // Heap-allocation counter for benchmarks (interposes malloc in the executable only).
         .target(name: "CAllocCounter"),
 
         // No I/O, no threads: tensors, kernels, weights, the models.
-        .target(name: "DuplexCore", dependencies: ["CBLAS"], swiftSettings: optimized),
+        .target(name: "DuplexCore", dependencies: ["CBLAS", "CQuant"], swiftSettings: optimized),
 
         // PCM formats, WAV, ring buffers, ALSA devices, resampling.
         .target(name: "DuplexAudio", dependencies: ["CALSA", "CALSAErrors"], swiftSettings: optimized),

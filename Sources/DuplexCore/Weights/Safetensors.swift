@@ -5,12 +5,14 @@ import Foundation
 public enum DType: String, Sendable, CaseIterable {
     case f32 = "F32", f16 = "F16", bf16 = "BF16", f64 = "F64"
     case i64 = "I64", i32 = "I32", i16 = "I16", i8 = "I8", u8 = "U8", bool = "BOOL"
+    /// MLX's packed quantized codes are U32.
+    case u32 = "U32", u16 = "U16"
 
     public var byteSize: Int {
         switch self {
         case .f64, .i64: 8
-        case .f32, .i32: 4
-        case .f16, .bf16, .i16: 2
+        case .f32, .i32, .u32: 4
+        case .f16, .bf16, .i16, .u16: 2
         case .i8, .u8, .bool: 1
         }
     }
@@ -24,6 +26,11 @@ public struct SafetensorsError: Error, CustomStringConvertible, Sendable {
         case io, empty, truncated, headerLength, headerNotUTF8, headerNotJSON, badEntry, unknownDType
         case shapeMismatch, offsetsOutOfRange, overlap, missingTensor, unexpectedTensor, wrongShape, wrongDType
         case duplicateTensor
+        /// GGUF: not the magic, a version other than 2/3, a type id duplex does not know or
+        /// implement, a dimension of 0 or absurd size, data not aligned as the header says.
+        case badMagic, unsupportedVersion, unknownType, badDimensions, misaligned
+        /// A quantized tensor whose parts disagree (MLX scales/biases vs codes, group sizes).
+        case badQuantization
     }
     public struct Problem: Sendable, CustomStringConvertible {
         public let kind: Kind
@@ -51,6 +58,9 @@ public struct SafetensorsError: Error, CustomStringConvertible, Sendable {
         return "\(path): \(problems.count) problems:\n\(shown)\(more)"
     }
 }
+
+/// The error of every weight-file reader (safetensors, GGUF): a path and the problems found.
+public typealias WeightFileError = SafetensorsError
 
 /// A memory-mapped safetensors file (8-byte little-endian header length, a JSON header, then the
 /// raw tensor bytes). Opening validates the whole header; tensors are read lazily from the map,
@@ -256,6 +266,8 @@ public final class SafetensorsFile: @unchecked Sendable {
 
         init(from decoder: Decoder) throws {
             if let m = try? [String: String](from: decoder) { self = .metadata(m); return }
+            // MLX writes `"__metadata__": null`; the format allows no metadata, so null is none.
+            if let single = try? decoder.singleValueContainer(), single.decodeNil() { self = .metadata([:]); return }
             guard let c = try? decoder.container(keyedBy: Key.self) else {
                 self = .invalid("entry is not a JSON object (needs dtype, shape and data_offsets)")
                 return
