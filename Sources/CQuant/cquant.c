@@ -1,2 +1,0 @@
-#include "cquant.h"
-// Implementation: see the kernels issue (filled in by the CQuant work).
