@@ -2,13 +2,14 @@
 """Writes the reference fixtures the Swift tests compare against, by running Kyutai's `moshi`
 package (pinned in setup_venv.sh) with fixed seeds.
 
-Usage:  tools/reference/make_fixtures.py [ops|dtypes|transformer|mimi|mimi_long|lm|tokenizer|names|all ...]
+Usage:  tools/reference/make_fixtures.py [ops|dtypes|transformer|mimi|mimi_long|lm|tokenizer|names|gguf|all ...]
         (run through the venv: "$(tools/reference/setup_venv.sh)" tools/reference/make_fixtures.py all)
 
 Each fixture is a safetensors file under Tests/DuplexCoreTests/Fixtures/ whose metadata carries
 `format_version`; the Swift side refuses a fixture of another version and says to regenerate it.
 Fixtures stay under 2 MB each: real-size checks run from tools scripts instead. `names` writes
-JSON instead (tensor names and shapes, no weights; see fixtures_names.py).
+JSON instead (tensor names and shapes, no weights; see fixtures_names.py); `gguf` writes GGUF
+files and a JSON of what they hold (see fixtures_gguf.py).
 """
 import argparse
 import importlib
@@ -34,6 +35,7 @@ GENERATORS = {
     "lm": "fixtures_lm",
     "tokenizer": "fixtures_tokenizer",
     "names": "fixtures_names",
+    "gguf": "fixtures_gguf",
 }
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates (or reuses) tools/reference/.venv with Kyutai's reference package moshi==0.2.13 and the
-# peers the benchmarks compare against (rustymimi), plus sentencepiece and sphn.
+# peers the benchmarks compare against (rustymimi), plus sentencepiece, sphn and gguf.
 # Prints the venv's python path on stdout. The venv stays out of git.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -25,5 +25,9 @@ if [ ! -f "$stamp" ]; then
         "sentencepiece>=0.2,<0.3" "sphn>=0.2,<0.3" "aiohttp>=3.10.5,<3.12" "tqdm>=4.48" "rustymimi==0.4.1"
     "$venv/bin/python" -c "import moshi, torch; assert moshi.__version__ == '$MOSHI_VERSION', moshi.__version__"
     touch "$stamp"
+fi
+# The GGUF fixtures' writer (fixtures_gguf.py), checked on its own so venvs made before it get it too.
+if ! "$venv/bin/python" -c "import importlib.metadata as m; assert m.version('gguf') == '0.19.0'" 2>/dev/null; then
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "gguf==0.19.0" >&2
 fi
 echo "$venv/bin/python"
