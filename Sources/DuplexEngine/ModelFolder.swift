@@ -75,9 +75,21 @@ public struct ModelFolder: Sendable {
                 notes.append("\(configPath): keys not used by duplex: \(config.ignoredKeys.joined(separator: ", "))")
             }
         } else {
-            config = .moshi7B
             hasConfigJSON = false
-            notes.append("no config.json in \(path): assuming moshiko/moshika 7B")
+            let lmFile = Self.lmFileNames.first { FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent($0)) }
+            let gguf = lmFile.flatMap { $0.hasSuffix(".gguf") ? try? GGUFFile(path: (path as NSString).appendingPathComponent($0)) : nil }
+            if let gguf, case .string(let json)? = gguf.metadata[LMConfig.ggufConfigKey] {
+                // A file duplex wrote (`duplex quantize`) records the config it was made with.
+                config = try LMConfig(kyutaiJSON: json, source: "\(gguf.path) (\(LMConfig.ggufConfigKey))")
+                notes.append("no config.json in \(path): using the config recorded in \(lmFile!)")
+            } else if gguf != nil {
+                config = .moshi7BCandle
+                notes.append("no config.json in \(path): \(lmFile!) is a candle GGUF, run as Kyutai's Rust server runs it "
+                             + "(moshiko/moshika 7B, acoustic delay 2)")
+            } else {
+                config = .moshi7B
+                notes.append("no config.json in \(path): assuming moshiko/moshika 7B" + (lmFile.map { " (LM file \($0))" } ?? ""))
+            }
         }
         randomWeightsSeed = seed
         mimi.numCodebooks = max(config.depQ, config.userStreams)
@@ -99,19 +111,39 @@ public struct ModelFolder: Sendable {
         return full
     }
 
-    public var lmPath: String { get throws { try require(config.moshiName, "the LM weights") } }
+    /// The LM file names of Kyutai's repos, in the order duplex looks for them when config.json
+    /// names none: PyTorch bf16 (`-pytorch-bf16`), candle q8 GGUF (`-candle-q8`), MLX q4 and q8
+    /// (`-mlx-q4`, `-mlx-q8`), and GGUF files duplex writes (`duplex quantize`).
+    public static let lmFileNames = ["model.safetensors", "model.q8.gguf", "model.q4.safetensors", "model.q8.safetensors", "model.gguf"]
+
+    public var lmPath: String {
+        get throws {
+            if hasConfigJSON || FileManager.default.fileExists(atPath: file(config.moshiName)) {
+                return try require(config.moshiName, "the LM weights")
+            }
+            let present = Self.lmFileNames.filter { FileManager.default.fileExists(atPath: file($0)) }
+            guard let first = present.first else { return try require(config.moshiName, "the LM weights") }
+            return file(first)
+        }
+    }
     public var mimiPath: String { get throws { try require(config.mimiName, "the Mimi codec weights") } }
     public var tokenizerPath: String { get throws { try require(config.tokenizerName, "the SentencePiece text tokenizer") } }
 
-    /// The LM, strictly by Kyutai's names (or made up, for a random-weights folder).
-    public func loadLM() throws -> LMModel {
+    /// The LM, strictly by Kyutai's names (or made up, for a random-weights folder); with
+    /// `quantize`, matrices stored as floats are quantized as they load.
+    public func loadLM(quantize: QuantizeRecipe? = nil, progress: ((Int, Int) -> Void)? = nil) throws -> LMModel {
         if let randomWeightsSeed {
-            let store = WeightStore(randomSeed: randomWeightsSeed, matrixType: .f32)
-            return LMModel(store: store, config: config)
+            // Big random models keep bf16 matrices (a 7B in f32 would not fit in memory), as checkpoints do.
+            let store = WeightStore(randomSeed: randomWeightsSeed, matrixType: config.dim >= 2048 ? .bf16 : .f32)
+            store.quantizeRecipe = quantize
+            store.onQuantizeProgress = progress
+            let model = LMModel(store: store, config: config)
+            try store.finish()
+            return model
         }
         let path = try lmPath
         do {
-            return try LMModel.load(path: path, config: config)
+            return try LMModel.load(path: path, config: config, quantize: quantize, progress: progress)
         } catch let error as SafetensorsError {
             throw ModelError("\(error)")
         }

@@ -36,10 +36,14 @@ public final class EngineModel: Sendable {
 
     /// Loads a model folder (Kyutai's layout, or a random-weights folder like models/default).
     /// `codec: false` loads the LM alone (token-level runs need no Mimi file).
-    public static func load(folder: ModelFolder, codec: Bool = true, tokenizer required: Bool = false) throws -> EngineModel {
+    /// `quantize`: matrices the folder stores as floats are quantized as they load (`progress`
+    /// gets bytes done and total).
+    public static func load(folder: ModelFolder, codec: Bool = true, tokenizer required: Bool = false,
+                            quantize: QuantizeRecipe? = nil, progress: ((Int, Int) -> Void)? = nil) throws -> EngineModel {
         let tokenizer = required || FileManager.default.fileExists(atPath: folder.file(folder.config.tokenizerName))
             ? try folder.loadTokenizer() : nil
-        return try EngineModel(mimi: codec ? folder.loadMimi() : nil, lm: folder.loadLM(), tokenizer: tokenizer, name: folder.path)
+        return try EngineModel(mimi: codec ? folder.loadMimi() : nil, lm: folder.loadLM(quantize: quantize, progress: progress),
+                               tokenizer: tokenizer, name: folder.path)
     }
 
     public var config: LMConfig { lm.config }

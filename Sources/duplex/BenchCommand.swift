@@ -73,7 +73,7 @@ struct Bench: ParsableCommand {
             throw ValidationError("-i/--input-device and -o/--output-device choose ALSA devices: add --alsa (without it the harness uses a virtual microphone and speaker)")
         }
         if config != nil && !randomWeights { throw ValidationError("--config describes made-up weights: add --random-weights, or give --model DIR") }
-        if randomWeights && model.given { throw ValidationError("--random-weights makes its own weights: drop --model (or drop --random-weights)") }
+        if randomWeights && model.model != nil { throw ValidationError("--random-weights makes its own weights: drop --model (or drop --random-weights)") }
         if alsa && input != nil { throw ValidationError("--input is the virtual microphone's signal; with --alsa the microphone is the device") }
     }
 
@@ -119,15 +119,21 @@ struct Bench: ParsableCommand {
         let config = self.config ?? "default"
         // The embedded model's weights are random already, its codec shaped by its own config.
         guard randomWeights, config != "default" else {
-            return randomWeights ? try ModelOption(model: ModelOption.defaultModelPath).load() : try model.load()
+            return randomWeights ? try ModelOption(model: ModelOption.defaultModelPath, quantize: model.quantize).load() : try model.load()
         }
         let lmConfig = try Self.architecture(config)
         let start = Date()
         let matrices: DType = lmConfig.dim >= 2048 ? .bf16 : .f32
         let store = WeightStore(randomSeed: 1, matrixType: matrices)
+        let recipe = try model.recipe
+        store.quantizeRecipe = recipe
+        let bar = ProgressBar("quantizing the LM to \(recipe?.name ?? "")")
+        if recipe != nil { store.onQuantizeProgress = { bar.update($0, of: $1) } }
         let lm = LMModel(store: store, config: lmConfig)
+        bar.finish()
+        try store.finish()
         let mimi = try Mimi(store: WeightStore(randomSeed: 2), config: .released(codebooks: max(lmConfig.depQ, lmConfig.userStreams)))
-        warn(String(format: "made up %@ random weights (%@ matrices) in %.1f s", config, matrices.rawValue, Date().timeIntervalSince(start)))
+        warn(String(format: "made up %@ random weights (%@ matrices) in %.1f s", config, recipe?.name ?? matrices.rawValue, Date().timeIntervalSince(start)))
         return try EngineModel(mimi: mimi, lm: lm, tokenizer: nil, name: "random \(config)")
     }
 

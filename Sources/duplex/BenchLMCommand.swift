@@ -33,6 +33,17 @@ struct BenchLM: ParsableCommand {
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
 
+    @Option(help: ArgumentHelp("Quantize the LM as it loads (see `duplex quantize --help` for the formats).", valueName: "format"))
+    var quantize: String?
+
+    @Option(help: ArgumentHelp("Instead of timing: compare quantized forms of the model with it as stored, teacher-forced "
+        + "(both fed its greedy tokens), per head: relative logit error and top-1 agreement. Comma-separated formats, e.g. q8,q4_k_m,q4_0.",
+        valueName: "formats"))
+    var quality: String?
+
+    @Option(help: "Steps of the quality comparison.")
+    var qualitySteps: Int = 40
+
     @Flag(inversion: .prefixedNo, help: "Measure the bandwidth floor between steps (--no-floor: steps only, e.g. under a profiler).")
     var floor = true
 
@@ -43,6 +54,13 @@ struct BenchLM: ParsableCommand {
         if warmup < 0 { throw ValidationError("--warmup must be ≥ 0") }
         if contextFill < 0 { throw ValidationError("--context-fill must be ≥ 0") }
         if exactFill && contextFill == 0 { throw ValidationError("--exact-fill needs --context-fill N") }
+        if qualitySteps < 1 { throw ValidationError("--quality-steps must be at least 1") }
+        for name in [quantize].compactMap({ $0 }) + (quality?.split(separator: ",").map(String.init) ?? []) where QuantizeRecipe.lm(named: name) == nil {
+            throw ValidationError("\(name): not a format duplex makes; use one of " + QuantizeRecipe.lmRecipes.map(\.name).joined(separator: ", "))
+        }
+        if quality != nil && (quantize != nil || contextFill > 0) {
+            throw ValidationError("--quality compares formats against the model as stored: drop --quantize and --context-fill")
+        }
     }
 
     /// Timed steps of one state, and the bandwidth probes taken between them.
@@ -94,7 +112,11 @@ struct BenchLM: ParsableCommand {
     func run() throws {
         compute.apply()
         let folder = try ModelFolder(model)
-        let lm = try folder.loadLM()
+        if let quality { return try compareQuality(folder, formats: quality.split(separator: ",").map(String.init)) }
+        let recipe = quantize.flatMap { QuantizeRecipe.lm(named: $0) }
+        let bar = ProgressBar("quantizing the LM to \(recipe?.name ?? "")")
+        let lm = try folder.loadLM(quantize: recipe, progress: recipe == nil ? nil : { bar.update($0, of: $1) })
+        bar.finish()
         let gen = LMGen(model: lm, sampling: .greedy)
         var rng = SplitMix64(seed: 1)
         let c = folder.config
@@ -141,6 +163,7 @@ struct BenchLM: ParsableCommand {
             "sgemv_gbs": bandwidth, "sgemv_gbs_max": sgemv.max() ?? .nan, "pooled_bf16_gbs": median(pooled),
             "floor_gbs": floorBandwidth, "floor_ms": floorMs, "ratio_to_floor": stepMs / floorMs,
             "step_gbs": Double(bytes) / stepMs / 1e6, "context_fill": contextFill,
+            "weights": lm.matrixFormats.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "),
         ]
         if let filled {
             let filledMs = median(filled.times)
@@ -161,7 +184,7 @@ struct BenchLM: ParsableCommand {
             return
         }
         // For people: the JSON's keys in reading order, the filled context's after the fresh ones.
-        let order = ["model", "dim", "num_layers", "depformer_dim", "depformer_num_layers", "context", "threads", "steps",
+        let order = ["model", "weights", "dim", "num_layers", "depformer_dim", "depformer_num_layers", "context", "threads", "steps",
                      "warmup", "first_timed_position", "ms_per_step_median", "ms_per_step_mean", "ms_per_step_min",
                      "temporal_ms_median",
                      "weight_bytes_per_step", "kv_entries_per_step", "kv_bytes_per_step", "sgemv_gbs", "sgemv_gbs_max",
@@ -176,6 +199,49 @@ struct BenchLM: ParsableCommand {
         }
         show(result, prefix: "")
         if let nested = result["filled"] as? [String: Any] { show(nested, prefix: "filled.") }
+    }
+}
+
+extension BenchLM {
+    /// The teacher-forced comparison of each format against the model as stored.
+    func compareQuality(_ folder: ModelFolder, formats: [String]) throws {
+        let reference = try folder.loadLM()
+        var rng = SplitMix64(seed: 1)
+        let c = folder.config
+        let codes = (0..<(qualitySteps * c.userStreams)).map { _ in Int32(rng.next() % UInt64(c.card)) }
+        var rows: [[String: Any]] = []
+        for format in formats {
+            let recipe = QuantizeRecipe.lm(named: format)!
+            let candidate = try folder.loadLM(quantize: recipe)
+            let heads = try QuantizationQuality.teacherForced(reference: reference, candidate: candidate, userCodes: codes, steps: qualitySteps)
+            let audio = heads.dropFirst()
+            let row: [String: Any] = [
+                "format": format,
+                "weight_bytes_per_step": candidate.weightBytesPerStep,
+                "text_rel_error": heads[0].relativeError, "text_top1": heads[0].top1Agreement,
+                "audio_rel_error_mean": audio.map(\.relativeError).reduce(0, +) / Double(max(1, audio.count)),
+                "audio_rel_error_max": audio.map(\.relativeError).max() ?? 0,
+                "audio_top1_mean": audio.map(\.top1Agreement).reduce(0, +) / Double(max(1, audio.count)),
+                "audio_top1_min": audio.map(\.top1Agreement).min() ?? 1,
+                "heads": heads.map { ["head": $0.name, "rel_error": $0.relativeError, "top1": $0.top1Agreement] as [String: Any] },
+            ]
+            rows.append(row)
+        }
+        if json {
+            print(try JSONOutput.line(["model": folder.path, "reference": reference.matrixFormats.keys.sorted().joined(separator: "+"),
+                                       "steps": qualitySteps, "formats": rows]))
+            return
+        }
+        print("duplex bench-lm --quality: \(folder.path), \(qualitySteps) steps teacher-forced against the model as stored "
+              + "(\(reference.matrixFormats.keys.sorted().joined(separator: "+")))")
+        print("format     MB/step  text err  text top1  audio err (mean/max)  audio top1 (mean/min)")
+        for r in rows {
+            print(String(format: "%-9@ %8.1f  %7.2f%%  %8.1f%%  %7.2f%% / %6.2f%%    %7.1f%% / %5.1f%%",
+                         r["format"] as! String, Double(r["weight_bytes_per_step"] as! Int) / 1e6,
+                         100 * (r["text_rel_error"] as! Double), 100 * (r["text_top1"] as! Double),
+                         100 * (r["audio_rel_error_mean"] as! Double), 100 * (r["audio_rel_error_max"] as! Double),
+                         100 * (r["audio_top1_mean"] as! Double), 100 * (r["audio_top1_min"] as! Double)))
+        }
     }
 }
 

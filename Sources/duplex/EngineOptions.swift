@@ -8,13 +8,33 @@ struct ModelOption: ParsableArguments {
     @Option(help: "Model folder: Kyutai's layout (model.safetensors, tokenizer-e351c8d8-checkpoint125.safetensors, tokenizer_spm_32k_3.model, optional config.json), or the embedded default.")
     var model: String?
 
+    @Option(help: ArgumentHelp("Quantize the LM's matrices as it loads (when the folder stores them as floats): "
+        + QuantizeRecipe.lmRecipes.map(\.name).joined(separator: ", ") + ". See `duplex quantize` to keep the result.",
+        valueName: "format"))
+    var quantize: String?
+
     init() {}
-    init(model: String) { self.model = model }
+    init(model: String, quantize: String? = nil) {
+        self.model = model
+        self.quantize = quantize
+    }
+
+    /// The `--quantize` recipe, or nil; an unknown name is an error listing the known ones.
+    var recipe: QuantizeRecipe? {
+        get throws {
+            guard let quantize else { return nil }
+            guard let r = QuantizeRecipe.lm(named: quantize) else {
+                throw ValidationError("--quantize \(quantize): not a format duplex makes; use one of "
+                    + QuantizeRecipe.lmRecipes.map(\.name).joined(separator: ", "))
+            }
+            return r
+        }
+    }
 
     /// The folder to load: the one given, else the embedded default.
     var path: String { model ?? Self.defaultModelPath }
-    /// Whether --model was given (commands that run no local model refuse it).
-    var given: Bool { model != nil }
+    /// Whether --model (or --quantize) was given (commands that run no local model refuse them).
+    var given: Bool { model != nil || quantize != nil }
 
     /// models/default next to the source tree the binary was built from, else beside the binary.
     static var defaultModelPath: String {
@@ -30,9 +50,13 @@ struct ModelOption: ParsableArguments {
         let start = Date()
         let folder = try ModelFolder(path)
         for note in folder.notes { warn("note: \(note)") }
-        let engine = try EngineModel.load(folder: folder)
+        let recipe = try self.recipe
+        let bar = ProgressBar("quantizing the LM to \(recipe?.name ?? "")")
+        let engine = try EngineModel.load(folder: folder, quantize: recipe, progress: recipe == nil ? nil : { bar.update($0, of: $1) })
+        bar.finish()
         let kind = folder.randomWeightsSeed != nil ? "random weights, untrained" : "weights from files"
-        warn(String(format: "loaded %@ (%@) in %.1f s", folder.path, kind, Date().timeIntervalSince(start)))
+        let formats = engine.lm.matrixFormats.sorted { $0.value > $1.value }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        warn(String(format: "loaded %@ (%@; LM matrices %@) in %.1f s", folder.path, kind, formats, Date().timeIntervalSince(start)))
         return engine
     }
 }

@@ -116,7 +116,7 @@ final class KernelTests: XCTestCase {
                 let x = randomArray(cols, seed: 10)
                 var fast = [Float](repeating: 0, count: 3), full = [Float](repeating: 0, count: rows)
                 view.apply(x, into: &fast)
-                (view.bytesPerElement == 4 ? f32 : bf16).apply(x, into: &full)
+                (view.formatName == "F32" ? f32 : bf16).apply(x, into: &full)
                 assertClose(fast, Array(full[1..<4]), relL2: 1e-6, "rows(1..<4) view of \(rows)×\(cols)")
             }
         }

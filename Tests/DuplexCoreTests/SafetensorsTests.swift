@@ -268,6 +268,8 @@ final class SafetensorsTests: XCTestCase {
         XCTAssertEqual(try f.intTensor("i8_values").values, [-128, 127, 0])
         XCTAssertEqual(try f.intTensor("u8_values").values, [0, 255, 9])
         XCTAssertEqual(try f.intTensor("bool_values").values, [1, 0, 1])
+        XCTAssertEqual(try f.intTensor("u32_values").values, [0, 4_294_967_295, 0x1234_5678])
+        XCTAssertEqual(try f.intTensor("u16_values").values, [0, 65535, 7])
         XCTAssertEqual(try f.floatTensor("empty").shape, [0, 4])
         XCTAssertEqual(try f.floatTensor("scalar"), Tensor(shape: [], data: [2.5]))
         XCTAssertEqual(try f.floatTensor("f32_matrix").shape, [3, 5])

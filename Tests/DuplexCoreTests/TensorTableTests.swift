@@ -153,7 +153,7 @@ final class TensorTableTests: XCTestCase {
             "missing tensor c.conv.weight_g (expected shape [4, 1, 1])",
             "missing tensor b.alpha (expected shape [1, 1, 3])",
             "a.weight has shape [3, 2], expected [2, 3]",
-            "a.weight is stored as I64, expected a float type (F32, F16, BF16 or F64)",
+            "a.weight is stored as I64, expected a float type (F32, F16, BF16 or F64) or a quantized format duplex implements",
             "unexpected tensor z [1] (not part of this model)",
         ])
         XCTAssertEqual(t.resolve("c.conv.weight_g")?.shape, [4, 1, 1])

@@ -102,7 +102,7 @@ final class WeightStoreTests: XCTestCase {
         let bf16 = store.matrix("layer.b.weight", shape: [4, 3])
         guard case .bf16(let pb) = bf16.storage else { return XCTFail("bf16 matrix storage is \(bf16.storage)") }
         XCTAssertEqual(UnsafeRawPointer(pb), mapped("layer.b.weight"), "bf16 should stay in the map")
-        XCTAssertEqual(bf16.bytesPerElement, 2)
+        XCTAssertEqual(bf16.formatName, "BF16")
         XCTAssertEqual(bf16.byteCount, 24)
         XCTAssertEqual(bf16.toTensor(), b, "these values are exact in bf16")
 

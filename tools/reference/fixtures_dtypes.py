@@ -50,6 +50,9 @@ def generate(save):
         "i8_values": torch.tensor([-128, 127, 0], dtype=torch.int8),
         "u8_values": torch.tensor([0, 255, 9], dtype=torch.uint8),
         "bool_values": torch.tensor([True, False, True], dtype=torch.bool),
+        # MLX stores its packed quantized codes as U32 (Kyutai's -mlx-q4 / -q8 files).
+        "u32_values": torch.tensor([0, 4294967295, 0x12345678], dtype=torch.uint32),
+        "u16_values": torch.tensor([0, 65535, 7], dtype=torch.uint16),
         "empty": torch.zeros(0, 4),
         "scalar": torch.tensor(2.5),
     }, SEED, note="safetensors-written \u00e9 metadata")

@@ -45,8 +45,11 @@ public final class Depformer: Sendable {
 
     /// Generates the frame's `depQ` audio tokens into `tokens` from the temporal output `hidden`
     /// [dim] and the text token just sampled, drawing each with `sampler`.
+    /// With `forced`, depth step k+1 reads `forced[k]` instead of the token just drawn (teacher
+    /// forcing: the quality comparison feeds one model the other's tokens); `tokens` still gets the draws.
     public func step(hidden: UnsafePointer<Float>, textToken: Int32, sampler: inout Sampler, temperature: Float, topK: Int,
-                     tokens: UnsafeMutablePointer<Int32>, frame: Int, state: inout State) throws {
+                     tokens: UnsafeMutablePointer<Int32>, frame: Int, state: inout State,
+                     forced: UnsafePointer<Int32>? = nil) throws {
         let dd = config.depformerDim, card = config.card
         state.transformer.reset()
         var previous = textToken
@@ -68,7 +71,7 @@ public final class Depformer: Sendable {
             }
             guard let token = sampled else { throw LMError.nonFiniteLogits(what: "audio logits of depth step \(k)", step: frame) }
             tokens[k] = Int32(token)
-            previous = Int32(token)
+            previous = forced?[k] ?? Int32(token)
         }
     }
 

@@ -49,6 +49,17 @@ public struct LMConfig: Sendable, Equatable {
     /// moshiko / moshika 7B (2024-09).
     public static let moshi7B = LMConfig()
 
+    /// The 7B as Kyutai's Rust server runs its candle files (`kyutai/moshiko-candle-q8`,
+    /// `-candle-bf16`), which carry no config.json and are their own training run: the same
+    /// architecture (`rust/moshi-core/src/lm.rs` `Config::v0_1_streaming(8)`), but an acoustic
+    /// delay of 2 frames, not 1 (`lm_generate_multistream.rs` `Config::v0_1`, `acoustic_delay: 2`,
+    /// which the backend uses since its configs name no `lm_config`).
+    public static let moshi7BCandle: LMConfig = {
+        var c = LMConfig()
+        c.delays = [0] + ([0] + [Int](repeating: 2, count: 7)) + ([0] + [Int](repeating: 2, count: 7))
+        return c
+    }()
+
     // MARK: derived sizes
 
     /// Streams in the delay ring: text + all audio.

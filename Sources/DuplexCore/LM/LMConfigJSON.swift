@@ -193,3 +193,29 @@ private struct Reader {
 private func isJSONBool(_ n: NSNumber) -> Bool {
     String(describing: type(of: n)).contains("Boolean")
 }
+
+extension LMConfig {
+    /// The GGUF metadata key under which `duplex quantize` records the config (Kyutai's
+    /// config.json keys as JSON), so a folder holding only that file knows its model. candle reads
+    /// no metadata, so the key costs it nothing.
+    public static let ggufConfigKey = "duplex.lm_config"
+
+    /// This config as Kyutai's config.json keys (the ones `init(kyutaiConfigJSON:)` reads).
+    public var kyutaiConfigJSON: String {
+        let object: [String: Any] = [
+            "dim": dim, "text_card": textCard, "text_card_out": textCardOut, "existing_text_padding_id": textPaddingId,
+            "existing_text_end_padding_id": textEndPaddingId, "n_q": nQ, "dep_q": depQ, "card": card, "num_heads": numHeads,
+            "num_layers": numLayers, "hidden_scale": hiddenScale, "context": context, "max_period": Double(maxPeriod),
+            "depformer_dim": depformerDim, "depformer_dim_feedforward": depformerDimFeedforward,
+            "depformer_num_heads": depformerNumHeads, "depformer_num_layers": depformerNumLayers,
+            "depformer_multi_linear": depformerMultiLinear, "delays": delays,
+            "extra_heads_num_heads": extraHeadsNumHeads, "extra_heads_dim": extraHeadsDim,
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    public init(kyutaiJSON json: String, source: String) throws {
+        try self.init(kyutaiConfigJSON: Data(json.utf8), source: source)
+    }
+}

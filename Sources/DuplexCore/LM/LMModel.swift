@@ -49,7 +49,7 @@ public final class LMModel: Sendable {
     public init(store: WeightStore, config c: LMConfig) {
         typealias N = LMTensorNames
         config = c
-        store.expect(N.table(c))
+        store.expect(N.table(c), layout: N.layout(ofNames: store.names, config: c))
         textEmb = store.matrix(N.textEmb, shape: [c.textCard + 1, c.dim])
         emb = (0..<c.nQ).map { store.matrix(N.emb($0), shape: [c.card + 1, c.dim]) }
         transformer = StreamingTransformer(store: store, names: N.transformer, config: c.temporalTransformer)
@@ -59,17 +59,25 @@ public final class LMModel: Sendable {
         extraHeads = (0..<c.extraHeadsNumHeads).map { store.matrix(N.extraHeads($0), shape: [c.extraHeadsDim, c.dim]) }
     }
 
-    /// Loads `model.safetensors` strictly: every tensor the config implies must be there with
-    /// its shape, and nothing else may be.
-    public static func load(path: String, config: LMConfig) throws -> LMModel {
+    /// Loads an LM checkpoint strictly: every tensor the config implies must be there with its
+    /// shape, and nothing else may be. Kyutai's PyTorch safetensors, candle's GGUF
+    /// (`model.q8.gguf`) and MLX's quantized safetensors (`model.q4.safetensors`) load by their
+    /// own names (`LMTensorNames.layout(ofNames:config:)`). With `quantize`, matrices stored as
+    /// floats are quantized as they load (`progress` gets bytes done and total).
+    public static func load(path: String, config: LMConfig, quantize: QuantizeRecipe? = nil,
+                            progress: ((Int, Int) -> Void)? = nil) throws -> LMModel {
         try config.validate()
         let store = try WeightStore(path: path)
+        try refuseForeignFormats(store, path: path)
+        store.quantizeRecipe = quantize
+        store.onQuantizeProgress = progress
         let model = LMModel(store: store, config: config)
         do {
             try store.finish()
         } catch let error as SafetensorsError {
             var hint = "expected the LM of config dim \(config.dim), \(config.numLayers) layers, text_card \(config.textCard), "
                 + "n_q \(config.nQ), dep_q \(config.depQ), card \(config.card), depformer \(config.depformerDim)×\(config.depformerNumLayers)"
+                + " (read in the \(store.layout.name) layout)"
             if let shape = store.shape(of: LMTensorNames.textEmb), shape.count == 2 {
                 hint += "; the file's text_emb is \(shape[0])×\(shape[1])"
             }
@@ -77,6 +85,21 @@ public final class LMModel: Sendable {
             throw LMLoadError(underlying: error, hint: hint)
         }
         return model
+    }
+
+    /// Files that are no Moshi LM duplex can run, refused by what they hold rather than by a
+    /// list of a thousand missing names: a llama-style GGUF, bitsandbytes int8 (PyTorch q8).
+    static func refuseForeignFormats(_ store: WeightStore, path: String) throws {
+        let names = store.names
+        if names.contains(where: { $0.hasSuffix(".weight_scb") || $0.hasSuffix(".SCB") }) {
+            throw SafetensorsError(path: path, .wrongDType, "holds bitsandbytes int8 weights (`weight_scb`: Kyutai's PyTorch q8, "
+                + "kyutai/moshiko-pytorch-q8), which duplex does not run; use the candle q8 GGUF (kyutai/moshiko-candle-q8), "
+                + "MLX q4/q8 files, or the bf16 checkpoint with --quantize q8")
+        }
+        if names.contains(where: { $0.hasPrefix("blk.") || $0 == "token_embd.weight" || $0 == "output_norm.weight" }) {
+            throw SafetensorsError(path: path, .unexpectedTensor, "is a llama.cpp-style model (tensors `blk.N.…`, `token_embd.weight`), "
+                + "not a Moshi LM: duplex loads Kyutai's names (PyTorch, candle or MLX layout)")
+        }
     }
 
     // MARK: state
@@ -143,6 +166,19 @@ public final class LMModel: Sendable {
         }
     }
 
+    /// Every matrix of the model (projections, heads, embeddings), for reports and tests.
+    public var matrices: [WeightMatrix] {
+        var all = [textEmb] + emb + [textLinear] + extraHeads
+        for layer in transformer.layers + depformer.transformer.layers { all += layer.matrices }
+        all += depformer.inputs + [depformer.textEmb] + depformer.emb + depformer.heads
+        return all
+    }
+
+    /// How many matrices are stored in each format ("BF16": 230, "Q8_0": 12, …).
+    public var matrixFormats: [String: Int] {
+        matrices.reduce(into: [:]) { $0[$1.formatName, default: 0] += 1 }
+    }
+
     /// Bytes of weights one step streams (every matrix once; embeddings one row each).
     public var weightBytesPerStep: Int {
         var total = textLinear.byteCount + depformer.weightBytesPerStep
@@ -152,6 +188,9 @@ public final class LMModel: Sendable {
 }
 
 extension TransformerLayer {
+    /// This layer's matrices (all weight sets).
+    var matrices: [WeightMatrix] { attention.inProjs + attention.outProjs + ffnIn + ffnOut }
+
     /// Bytes of this layer's matrices (all weight sets).
     var weightBytes: Int {
         attention.inProjs.reduce(0) { $0 + $1.byteCount } + attention.outProjs.reduce(0) { $0 + $1.byteCount }

@@ -48,4 +48,68 @@ public enum LMTensorNames {
         }
         return TensorTable(model: "Moshi LM", specs: s)
     }
+
+    // MARK: other layouts of the same tensors
+
+    /// Which layout a file's tensor names are in: candle's (`depformer.0.linear_in.weight`),
+    /// MLX's (`depformer.slices.0.linear_in.…`), else Kyutai's PyTorch names.
+    public static func layout(ofNames names: some Sequence<String>, config c: LMConfig) -> TensorLayout {
+        for n in names {
+            if n.hasPrefix("depformer.slices.") || n.hasPrefix("audio_embs.") { return mlxLayout(c) }
+            if n.hasPrefix("depformer.0.") { return candleLayout(c) }
+        }
+        return .kyutai
+    }
+
+    /// Kyutai's Rust/candle files (`kyutai/moshiko-candle-q8` `model.q8.gguf`, `-candle-bf16`,
+    /// written by Kyutai's `scripts/import_rust.py`): PyTorch's temporal names, the depformer
+    /// pre-split per depth step under `depformer.{k}.` — its input projection, head and
+    /// embedding renamed, each layer's stacked projections stored per step, and the shared norms
+    /// copied into every step.
+    public static func candleLayout(_ c: LMConfig) -> TensorLayout {
+        TensorLayout(name: "candle") { spec in perStepSource(spec.name, steps: c.depQ) { "depformer.\($0)." } }
+    }
+
+    /// Kyutai's MLX files (`kyutai/moshiko-mlx-q4` / `-q8`, written by moshi_mlx): the same split
+    /// under `depformer.slices.{k}.`, MLX's module names (`audio_embs.{i}`, `self_attn.in_proj`,
+    /// norms' `weight` instead of `alpha`); quantized layers keep `weight` (U32 codes), `scales`
+    /// and `biases` beside each other (gathered by the store into one quantized tensor).
+    public static func mlxLayout(_ c: LMConfig) -> TensorLayout {
+        TensorLayout(name: "MLX") { spec in
+            let source = perStepSource(spec.name, steps: c.depQ) { "depformer.slices.\($0)." }
+            func mlxName(_ n: String) -> String {
+                var n = n
+                if n.hasSuffix(".in_proj_weight") { n = String(n.dropLast("_weight".count)) + ".weight" }
+                if n.hasSuffix(".alpha") { n = String(n.dropLast("alpha".count)) + "weight" }
+                if n.hasPrefix("emb.") { n = "audio_embs." + n.dropFirst("emb.".count) }
+                return n
+            }
+            switch source {
+            case .one(let n): return .one(mlxName(n))
+            case .stacked(let ns): return .stacked(ns.map(mlxName))
+            case .shared(let ns): return .shared(ns.map(mlxName))
+            }
+        }
+    }
+
+    /// The candle/MLX source of a Kyutai name, with `slice(k)` the prefix of depth step k.
+    private static func perStepSource(_ name: String, steps: Int, slice: (Int) -> String) -> TensorLayout.Source {
+        let parts = name.split(separator: ".").map(String.init)
+        func int(_ i: Int) -> Int? { i < parts.count ? Int(parts[i]) : nil }
+        // depformer_in.{k}.weight, linears.{k}.weight, depformer_emb.{k}.weight, depformer_text_emb.weight
+        if parts.first == "depformer_in", let k = int(1) { return .one(slice(k) + "linear_in.weight") }
+        if parts.first == "linears", let k = int(1) { return .one(slice(k) + "linear_out.weight") }
+        if parts.first == "depformer_text_emb" { return .one(slice(0) + "emb.weight") }
+        if parts.first == "depformer_emb", let k = int(1) { return .one(slice(k + 1) + "emb.weight") }
+        // depformer.layers.{l}.…
+        guard parts.count > 3, parts[0] == "depformer", parts[1] == "layers", let l = int(2) else { return .one(name) }
+        let rest = parts[3...]
+        func layer(_ k: Int) -> String { slice(k) + "transformer.layers.\(l)." }
+        if rest.first == "gating", let k = Int(parts[4]) {
+            return .one(layer(k) + "gating." + parts[5...].joined(separator: "."))
+        }
+        let leaf = rest.joined(separator: ".")
+        if rest.first == "self_attn" { return .stacked((0..<steps).map { layer($0) + leaf }) }
+        return .shared((0..<steps).map { layer($0) + leaf })
+    }
 }

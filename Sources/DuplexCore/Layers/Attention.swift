@@ -56,10 +56,9 @@ public final class StreamingAttention: Sendable {
         capacity = context ?? weightsPerStep
         rope = ropeMaxPeriod.map { RoPE(headDim: dim / numHeads, maxPeriod: $0) }
         let steps = max(1, weightsPerStep)
-        let inProj = store.matrix(names.inProj, shape: [steps * 3 * dim, dim])
-        let outProj = store.matrix(names.outProj, shape: [steps * dim, dim])
-        inProjs = (0..<steps).map { inProj.rows(($0 * 3 * dim)..<(($0 + 1) * 3 * dim)) }
-        outProjs = (0..<steps).map { outProj.rows(($0 * dim)..<(($0 + 1) * dim)) }
+        // Per-step sets: views of one stacked tensor (Kyutai's files) or of separate ones (candle, MLX).
+        inProjs = store.matrices(names.inProj, shape: [steps * 3 * dim, dim], parts: steps)
+        outProjs = store.matrices(names.outProj, shape: [steps * dim, dim], parts: steps)
     }
 
     public func makeState(maxSteps: Int = 1) -> State {

@@ -1,3 +1,4 @@
+import CQuant
 import Foundation
 
 /// Matrix × vector over the shared `WorkerPool`: the rows of W are split into one contiguous
@@ -29,6 +30,20 @@ public enum ParallelMatvec {
                  bytes: rows * cols * 4, task: f32Task, inline: f32Rows)
     }
 
+    /// y[rows] (+)= W · x[cols], W quantized (`QuantType`): x is quantized once, on the calling
+    /// thread, into the activation layout the format's integer-dot kernel reads (ggml's recipe),
+    /// and every thread's rows read that one copy.
+    public static func quantized(_ m: cq_matrix, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                                 accumulate: Bool = false) {
+        let actBytes = cq_activation_bytes(m.type, m.cols)
+        let act = UnsafeMutableRawPointer(ThreadScratch.floats((actBytes + 3) / 4))
+        cq_quantize_activation(m.type, x, m.cols, act)
+        var job = Job(w: UnsafeRawPointer(m.data), x: x, y: y, rows: Int(m.rows), cols: Int(m.cols), accumulate: accumulate, split: nil)
+        job.quantized = m
+        job.activation = UnsafeRawPointer(act)
+        dispatch(job, bytes: Int(m.rows) * m.row_bytes, task: quantizedTask, inline: quantizedRows)
+    }
+
     // MARK: dispatch
 
     private struct Job {
@@ -41,6 +56,9 @@ public enum ParallelMatvec {
         /// x's even elements then its odd ones (bf16 only, see `bf16SplitRows`).
         let split: UnsafePointer<Float>?
         var rowsPerChunk = 0
+        /// Quantized products: the matrix and x's quantized activation.
+        var quantized = cq_matrix()
+        var activation: UnsafeRawPointer?
     }
 
     /// Bytes of weights per chunk a thread takes at a time: big enough that taking one (an
@@ -84,7 +102,17 @@ public enum ParallelMatvec {
         ParallelMatvec.f32Rows(job, ParallelMatvec.chunkRows(job, chunk))
     }
 
+    private static let quantizedTask: WorkerPool.Task = { context, chunk in
+        let job = context.load(as: Job.self)
+        ParallelMatvec.quantizedRows(job, ParallelMatvec.chunkRows(job, chunk))
+    }
+
     // MARK: single-thread kernels over a row range
+
+    private static func quantizedRows(_ job: Job, _ range: Range<Int>) {
+        var m = job.quantized
+        cq_matvec_rows(&m, job.activation, job.y, Int32(range.lowerBound), Int32(range.upperBound), job.accumulate ? 1 : 0)
+    }
 
     private static func bf16Rows(_ job: Job, _ range: Range<Int>) {
         bf16SplitRows(job.w.assumingMemoryBound(to: UInt16.self), job.x, split: job.split!, job.y, rows: range,

@@ -372,6 +372,8 @@ public final class SafetensorsFile: @unchecked Sendable {
         case .i16: values = (0..<n).map { Int64(raw.loadUnaligned(fromByteOffset: 2 * $0, as: Int16.self)) }
         case .i8: values = (0..<n).map { Int64(raw.load(fromByteOffset: $0, as: Int8.self)) }
         case .u8, .bool: values = (0..<n).map { Int64(raw.load(fromByteOffset: $0, as: UInt8.self)) }
+        case .u32: values = (0..<n).map { Int64(raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) }
+        case .u16: values = (0..<n).map { Int64(raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) }
         default:
             throw SafetensorsError(path: path, .wrongDType, "\(name): stored as \(entry.dtype.rawValue), expected an integer type")
         }

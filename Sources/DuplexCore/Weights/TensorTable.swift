@@ -37,6 +37,15 @@ public struct TensorSpec: Sendable, Equatable {
         case any
 
         public func accepts(_ dtype: DType) -> Bool { self == .any || dtype.isFloatingPoint }
+
+        /// Quantized formats are accepted for matrices and embeddings only (norms, biases and
+        /// codebooks are read as floats).
+        public func accepts(_ stored: StoredType, kind: Kind) -> Bool {
+            switch stored {
+            case .plain(let d): accepts(d)
+            case .quantized: self == .any || kind == .matrix || kind == .embedding
+            }
+        }
     }
 
     public var name: String
@@ -109,9 +118,9 @@ public struct TensorTable: Sendable {
         /// Optional entries the file lacks (no problem).
         public var absentOptional: [TensorSpec] = []
         /// File tensors that are no entry of the table, sorted by name.
-        public var unexpected: [(name: String, shape: [Int], dtype: DType)] = []
+        public var unexpected: [(name: String, shape: [Int], dtype: StoredType)] = []
         public var misshaped: [(spec: TensorSpec, shape: [Int])] = []
-        public var wrongType: [(spec: TensorSpec, dtype: DType)] = []
+        public var wrongType: [(spec: TensorSpec, dtype: StoredType)] = []
         /// Conv entries present as a weight-norm pair.
         public var weightNorm: [TensorSpec] = []
         /// Entries present with the right shape and type.
@@ -126,8 +135,9 @@ public struct TensorTable: Sendable {
             for s in missing { all.append(.init(kind: .missingTensor, message: "missing tensor \(s.name) (expected shape \(s.shape))")) }
             for (s, shape) in misshaped { all.append(.init(kind: .wrongShape, message: "\(s.name) has shape \(shape), expected \(s.shape)")) }
             for (s, dtype) in wrongType {
+                let quantizedToo = s.kind == .matrix || s.kind == .embedding ? " or a quantized format duplex implements" : ""
                 all.append(.init(kind: .wrongDType,
-                                 message: "\(s.name) is stored as \(dtype.rawValue), expected a float type (F32, F16, BF16 or F64)"))
+                                 message: "\(s.name) is stored as \(dtype.rawValue), expected a float type (F32, F16, BF16 or F64)\(quantizedToo)"))
             }
             for u in unexpected {
                 all.append(.init(kind: .unexpectedTensor, message: "unexpected tensor \(u.name) \(u.shape) (not part of this model)"))
@@ -138,12 +148,17 @@ public struct TensorTable: Sendable {
 
     /// Compares a file's tensors (name → shape, dtype) with the table.
     public func compare(_ entries: [String: (shape: [Int], dtype: DType)]) -> Comparison {
+        compare(entries.mapValues { (shape: $0.shape, dtype: StoredType.plain($0.dtype)) })
+    }
+
+    /// Compares a file's tensors (name → shape, how stored) with the table.
+    public func compare(_ entries: [String: (shape: [Int], dtype: StoredType)]) -> Comparison {
         var c = Comparison()
         var accounted: Set<String> = []
-        func check(_ s: TensorSpec, _ e: (shape: [Int], dtype: DType)) -> Bool {
+        func check(_ s: TensorSpec, _ e: (shape: [Int], dtype: StoredType)) -> Bool {
             var ok = true
             if e.shape != s.shape { c.misshaped.append((s, e.shape)); ok = false }
-            if !s.dtype.accepts(e.dtype) { c.wrongType.append((s, e.dtype)); ok = false }
+            if !s.dtype.accepts(e.dtype, kind: s.kind) { c.wrongType.append((s, e.dtype)); ok = false }
             return ok
         }
         for s in specs {
