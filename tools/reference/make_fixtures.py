@@ -2,7 +2,7 @@
 """Writes the reference fixtures the Swift tests compare against, by running Kyutai's `moshi`
 package (pinned in setup_venv.sh) with fixed seeds.
 
-Usage:  tools/reference/make_fixtures.py [ops|dtypes|transformer|mimi|mimi_long|lm|tokenizer|names|all ...]
+Usage:  tools/reference/make_fixtures.py [ops|dtypes|transformer|mimi|mimi_long|lm|tokenizer|names|quant|all ...]
         (run through the venv: "$(tools/reference/setup_venv.sh)" tools/reference/make_fixtures.py all)
 
 Each fixture is a safetensors file under Tests/DuplexCoreTests/Fixtures/ whose metadata carries
@@ -34,6 +34,7 @@ GENERATORS = {
     "lm": "fixtures_lm",
     "tokenizer": "fixtures_tokenizer",
     "names": "fixtures_names",
+    "quant": "fixtures_quant",
 }
 
 
