@@ -114,7 +114,7 @@ static void quantize_iq4_nl_block(const float *x, uint8_t *blk) {
 
 // ---- Q4_K: affine sub-blocks (scale, min) found by weighted least squares ---------------------
 
-/// Sub-block fit x ≈ scale·l − min over levels l ∈ [0, 15] with weights w: starts from the
+/// Sub-block fit x ≈ scale·l + offset over levels l ∈ [0, 15] with weights w: starts from the
 /// plain min/max grid, then for 21 stretched grids refits (scale, offset) by weighted least
 /// squares over the rounded levels and keeps the fit of least weighted squared error. The
 /// offset is kept ≤ 0 (a sub-block's min is stored as a non-negative number to subtract).
@@ -144,11 +144,13 @@ static float fit_affine_levels(const float *x, const float *w, uint8_t *L, float
         best += w[i] * (e * e);
     }
     uint8_t trial[N];
+    // Each grid is laid from the best offset found so far (not from the initial min), as ggml
+    // does: later grids refine around the improved fit.
     for (int step = 0; step <= STEPS; step++) {
-        inv = (-1.0f + 0.1f * (float)step + (float)NMAX) / (hi - lo);
+        inv = (-1.0f + 0.1f * (float)step + (float)NMAX) / (hi - offset);
         float sl = 0.0f, sl2 = 0.0f, sxl = 0.0f;
         for (int i = 0; i < N; i++) {
-            int l = clampi(nearest_even(inv * (x[i] - lo)), 0, NMAX);
+            int l = clampi(nearest_even(inv * (x[i] - offset)), 0, NMAX);
             trial[i] = (uint8_t)l;
             sl += w[i] * (float)l;
             sl2 += w[i] * (float)l * (float)l;

@@ -47,13 +47,26 @@ CQX_INLINE int32_t hsum_epi32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
-CQX_INLINE float f16_at(const uint8_t *p) { return _cvtsh_ss(cq_load_u16(p)); }
+/// The f16 at p, converted and broadcast to 8 lanes. Loading it with a broadcast matters: the
+/// scalar route (_cvtsh_ss, or _mm_cvtsi32_si128 + cvtph) becomes vpinsrw into whatever register
+/// clang has at hand — an accumulator — and chains every block of the loop to the last fma.
+CQX_INLINE __m256 f16_bcast(const uint8_t *p) {
+    return _mm256_cvtph_ps(_mm_set1_epi16((short)cq_load_u16(p)));
+}
 
-/// 16 bytes of nibbles → 32 bytes: low nibbles in the low half, high nibbles in the high half.
-CQX_INLINE __m256i nibbles_split(const uint8_t *p) {
-    __m128i b = _mm_loadu_si128((const __m128i *)(const void *)p);
-    __m256i both = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
-    return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+CQX_INLINE __m256 bf16_bcast(uint16_t h) {
+    return _mm256_castsi256_ps(_mm256_set1_epi32((int)((uint32_t)h << 16)));
+}
+
+/// Software prefetch `ahead` bytes ahead in a row's stream (about 4000 weights: far enough to
+/// cover DRAM latency at one core's bandwidth, near enough to stay in L1). Past the row's end the
+/// stream continues where this row's counterpart in the next pass of R rows begins, since the
+/// rows of a pass are read side by side; the hardware prefetchers alone restart R − 1 of the
+/// streams every pass and leave a core at a third of the bandwidth it can draw.
+CQX_INLINE void prefetch_row(const uint8_t *row, size_t pos, size_t row_bytes, int R, size_t ahead) {
+    size_t at = pos + ahead;
+    const uint8_t *p = at < row_bytes ? row + at : row + (size_t)(R - 1) * row_bytes + at;
+    _mm_prefetch((const char *)p, _MM_HINT_T0);
 }
 
 CQX_INLINE void finish_rows(float *y, int32_t r, const __m256 *acc, int R, int accumulate) {
@@ -68,9 +81,53 @@ CQX_INLINE void finish_rows(float *y, int32_t r, const __m256 *acc, int R, int a
     for (; r + 4 <= r1; r += 4) kernel(w, &view, y, r, 4, accumulate);                                 \
     for (; r < r1; r++) kernel(w, &view, y, r, 1, accumulate);
 
-// ---- 32-value ggml types ----------------------------------------------------------------------
+CQX_INLINE __m256i load256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 
-/// Q8_0: |w| as the unsigned operand, w's sign moved onto the activation.
+/// Two blocks' worth of a 32-value activation rearranged for two-block steps: the first halves
+/// of blocks b and b + 1 side by side, then their second halves.
+CQX_INLINE void act_pair(const int8_t *q, __m256i *first, __m256i *second) {
+    __m256i x0 = load256(q), x1 = load256(q + 32);
+    *first = _mm256_permute2x128_si256(x0, x1, 0x20);
+    *second = _mm256_permute2x128_si256(x0, x1, 0x31);
+}
+
+/// A per-block float pair as [v0 ×4 | v1 ×4], the lane layout of a two-block step's int32 dots.
+CQX_INLINE __m256 pair_ps(float v0, float v1) { return _mm256_set_m128(_mm_set1_ps(v1), _mm_set1_ps(v0)); }
+
+/// Two f16 scales as [f0 ×4 | f1 ×4]. (Through one vmovd of both: converting them one at a time
+/// invites clang's vpinsrw into a live register, a false dependency on the previous fma.)
+CQX_INLINE __m256 f16_pair(const uint8_t *p0, const uint8_t *p1) {
+    uint32_t both = (uint32_t)cq_load_u16(p0) | (uint32_t)cq_load_u16(p1) << 16;
+    __m256 f = _mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128((int)both)));
+    return _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+}
+
+/// Two blocks' nibbles (16 bytes each, anywhere) → low nibbles [b0 | b1], high nibbles [b0 | b1].
+CQX_INLINE void nibbles_pair(const uint8_t *p0, const uint8_t *p1, __m256i *lo, __m256i *hi) {
+    __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)p0)),
+                                        _mm_loadu_si128((const __m128i *)(const void *)p1), 1);
+    *lo = _mm256_and_si256(q, _mm256_set1_epi8(0x0F));
+    *hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(0x0F));
+}
+
+/// Unsigned weights u (≤ 15) against two signed halves: Σ per int32 lane, [b0 ×4 | b1 ×4].
+/// AVX2 adds the two int16 pair sums first (≤ 2·2·15·127 = 7620, no saturation).
+CQX_INLINE __m256i dot_u4_pair(__m256i start, __m256i lo, __m256i xlo, __m256i hi, __m256i xhi) {
+#if CQX_VNNI
+    return CQX_DPBUSD(CQX_DPBUSD(start, lo, xlo), hi, xhi);
+#else
+    __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
+    return _mm256_add_epi32(start, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+#endif
+}
+
+// ---- 32-value ggml types ----------------------------------------------------------------------
+// Each kernel takes two blocks per step: one pair of activation loads and permutes serves four
+// rows, and one scale vector [block b ×4 | block b + 1 ×4] serves both blocks of a row. An odd
+// last block runs alone with lanes 4–7 of its step zeroed.
+
+/// Q8_0: |w| as the unsigned operand, w's sign moved onto the activation. Each block scales
+/// its own int32x8 (folding two blocks' dots with vphaddd first is slower: three uops on AMD).
 CQX_INLINE void q8_0_rows(const cq_matrix *w, const cq_act32 *a, float *y, int32_t r, int R, int accumulate) {
     const uint8_t *row[4];
     __m256 acc[4];
@@ -80,21 +137,21 @@ CQX_INLINE void q8_0_rows(const cq_matrix *w, const cq_act32 *a, float *y, int32
     }
     int32_t nb = w->cols / 32;
     for (int32_t b = 0; b < nb; b++) {
-        __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b));
-        float dx = a->d[b];
+        __m256i x = load256(a->q + 32 * b);
+        __m256 dx = _mm256_set1_ps(a->d[b]);
         for (int i = 0; i < R; i++) {
             const uint8_t *blk = row[i] + (size_t)b * Q8_0_BYTES;
-            __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));
+            prefetch_row(row[i], (size_t)b * Q8_0_BYTES, w->row_bytes, R, 4096);
+            __m256i q = load256(blk + 2);
             __m256i dot = dot_us8(_mm256_setzero_si256(), _mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q));
-            __m256 d = _mm256_set1_ps(f16_at(blk) * dx);
-            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc[i]);
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(f16_bcast(blk), dx), acc[i]);
         }
     }
     finish_rows(y, r, acc, R, accumulate);
 }
 
-/// Q4_0: nibbles stay unsigned (no sign trick); Σ(q − 8)·x = Σq·x − 8·Σx, the −8·Σx spread as
-/// −Σx over each of the 8 lanes.
+/// Q4_0: nibbles stay unsigned (no sign trick); Σ(q − 8)·x = Σq·x − 8·Σx, the −8·Σx of each
+/// block spread as −2·Σx over its 4 lanes (the accumulator's starting value, so VNNI pays nothing).
 CQX_INLINE void q4_0_rows(const cq_matrix *w, const cq_act32 *a, float *y, int32_t r, int R, int accumulate) {
     const uint8_t *row[4];
     __m256 acc[4];
@@ -103,15 +160,27 @@ CQX_INLINE void q4_0_rows(const cq_matrix *w, const cq_act32 *a, float *y, int32
         acc[i] = _mm256_setzero_ps();
     }
     int32_t nb = w->cols / 32;
-    for (int32_t b = 0; b < nb; b++) {
-        __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b));
-        __m256i corr = _mm256_set1_epi32(-a->s[b]);
-        float dx = a->d[b];
+    for (int32_t b = 0; b < nb; b += 2) {
+        int two = b + 1 < nb;
+        __m256i xlo, xhi;
+        if (two) act_pair(a->q + 32 * b, &xlo, &xhi);
+        else {
+            xlo = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(a->q + 32 * b)));
+            xhi = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(a->q + 32 * b + 16)));
+            xlo = _mm256_inserti128_si256(xlo, _mm_setzero_si128(), 1);
+            xhi = _mm256_inserti128_si256(xhi, _mm_setzero_si128(), 1);
+        }
+        __m256i start = _mm256_setr_epi32(-2 * a->s[b], -2 * a->s[b], -2 * a->s[b], -2 * a->s[b],
+                                          two ? -2 * a->s[b + 1] : 0, two ? -2 * a->s[b + 1] : 0,
+                                          two ? -2 * a->s[b + 1] : 0, two ? -2 * a->s[b + 1] : 0);
+        __m256 dx = pair_ps(a->d[b], two ? a->d[b + 1] : 0.0f);
         for (int i = 0; i < R; i++) {
-            const uint8_t *blk = row[i] + (size_t)b * Q4_0_BYTES;
-            __m256i dot = dot_us8(corr, nibbles_split(blk + 2), x);
-            __m256 d = _mm256_set1_ps(f16_at(blk) * dx);
-            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc[i]);
+            const uint8_t *b0 = row[i] + (size_t)b * Q4_0_BYTES, *b1 = two ? b0 + Q4_0_BYTES : b0;
+            prefetch_row(row[i], (size_t)b * Q4_0_BYTES, w->row_bytes, R, 2048);
+            __m256i lo, hi;
+            nibbles_pair(b0 + 2, b1 + 2, &lo, &hi);
+            __m256i dot = dot_u4_pair(start, lo, xlo, hi, xhi);
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(f16_pair(b0, b1), dx), acc[i]);
         }
     }
     finish_rows(y, r, acc, R, accumulate);
@@ -119,7 +188,7 @@ CQX_INLINE void q4_0_rows(const cq_matrix *w, const cq_act32 *a, float *y, int32
 
 /// IQ4_NL: the 16-entry book looked up with one byte shuffle. AVX2 multiplies the signed values
 /// by the sign trick; VNNI shifts the book by +128 into u8 (1…241) and takes 128·Σx back out
-/// (16·Σx per lane) through the accumulator's starting value.
+/// (32·Σx per lane) through the accumulator's starting value.
 CQX_INLINE void iq4_nl_rows(const cq_matrix *w, const cq_act32 *a, float *y, int32_t r, int R, int accumulate) {
     const uint8_t *row[4];
     __m256 acc[4];
@@ -131,24 +200,37 @@ CQX_INLINE void iq4_nl_rows(const cq_matrix *w, const cq_act32 *a, float *y, int
 #if CQX_VNNI
     book128 = _mm_xor_si128(book128, _mm_set1_epi8((char)0x80));
 #endif
-    __m256i book = _mm256_broadcastsi128_si256(book128);
+    const __m256i book = _mm256_broadcastsi128_si256(book128);
     int32_t nb = w->cols / 32;
-    for (int32_t b = 0; b < nb; b++) {
-        __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b));
-        float dx = a->d[b];
+    for (int32_t b = 0; b < nb; b += 2) {
+        int two = b + 1 < nb;
+        __m256i xlo, xhi;
+        if (two) act_pair(a->q + 32 * b, &xlo, &xhi);
+        else {
+            xlo = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(a->q + 32 * b)));
+            xhi = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(a->q + 32 * b + 16)));
+            xlo = _mm256_inserti128_si256(xlo, _mm_setzero_si128(), 1);
+            xhi = _mm256_inserti128_si256(xhi, _mm_setzero_si128(), 1);
+        }
 #if CQX_VNNI
-        __m256i start = _mm256_set1_epi32(-16 * a->s[b]);
+        int32_t s0 = -32 * a->s[b], s1 = two ? -32 * a->s[b + 1] : 0;
+        __m256i start = _mm256_setr_epi32(s0, s0, s0, s0, s1, s1, s1, s1);
 #endif
+        __m256 dx = pair_ps(a->d[b], two ? a->d[b + 1] : 0.0f);
         for (int i = 0; i < R; i++) {
-            const uint8_t *blk = row[i] + (size_t)b * Q4_0_BYTES;
-            __m256i v = _mm256_shuffle_epi8(book, nibbles_split(blk + 2));
+            const uint8_t *b0 = row[i] + (size_t)b * Q4_0_BYTES, *b1 = two ? b0 + Q4_0_BYTES : b0;
+            prefetch_row(row[i], (size_t)b * Q4_0_BYTES, w->row_bytes, R, 2048);
+            __m256i lo, hi;
+            nibbles_pair(b0 + 2, b1 + 2, &lo, &hi);
+            lo = _mm256_shuffle_epi8(book, lo);
+            hi = _mm256_shuffle_epi8(book, hi);
 #if CQX_VNNI
-            __m256i dot = dot_us8(start, v, x);
+            __m256i dot = CQX_DPBUSD(CQX_DPBUSD(start, lo, xlo), hi, xhi);
 #else
-            __m256i dot = dot_us8(_mm256_setzero_si256(), _mm256_sign_epi8(v, v), _mm256_sign_epi8(x, v));
+            __m256i dot = dot_us8(dot_us8(_mm256_setzero_si256(), _mm256_sign_epi8(lo, lo), _mm256_sign_epi8(xlo, lo)),
+                                  _mm256_sign_epi8(hi, hi), _mm256_sign_epi8(xhi, hi));
 #endif
-            __m256 d = _mm256_set1_ps(f16_at(blk) * dx);
-            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc[i]);
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(f16_pair(b0, b1), dx), acc[i]);
         }
     }
     finish_rows(y, r, acc, R, accumulate);
@@ -169,12 +251,34 @@ CQX_INLINE __m256 mlx_bias_terms(const uint16_t *bias, const float *xsum, int32_
     return _mm256_add_ps(acc, _mm256_setr_ps(tail, 0, 0, 0, 0, 0, 0, 0));
 }
 
+/// The scale and bias streams of an MLX row advance at 1/8 (Q4, group 32) or less of the codes'
+/// pace: one prefetch of each per 32 blocks, a few hundred bytes ahead.
+CQX_INLINE void mlx_prefetch_params(const uint16_t *sc, const uint16_t *bi, int32_t b, int32_t per_group, int32_t ng,
+                                    int R) {
+    if ((b & 31) != 0) return;
+    size_t pos = 2 * (size_t)(b / per_group), bytes = 2 * (size_t)ng;
+    prefetch_row((const uint8_t *)sc, pos, bytes, R, 256);
+    prefetch_row((const uint8_t *)bi, pos, bytes, R, 256);
+}
+
 CQX_INLINE const float *mlx_group_sums(const cq_act32 *a, int32_t group) {
     return group == 32 ? a->xs : group == 64 ? a->xs64 : a->xs128;
 }
 
-/// MLX-Q4: unsigned nibbles against the pair-split activation (byte k = elements 2k, 2k+1 →
-/// low half even elements, high half odd ones, as the activation stores them).
+/// The bf16 scales of blocks b and b + 1 of a row as [s(b) ×4 | s(b+1) ×4]. Group 32: two
+/// adjacent bf16 in one u32, each moved to the top half of its lanes; larger groups share one.
+CQX_INLINE __m256 mlx_scale_pair(const uint16_t *sc, int32_t b, int32_t per_group, int two) {
+    if (per_group == 1 && two) {
+        uint32_t both;
+        memcpy(&both, sc + b, 4);
+        __m256i v = _mm256_sllv_epi32(_mm256_set1_epi32((int)both), _mm256_setr_epi32(16, 16, 16, 16, 0, 0, 0, 0));
+        return _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32((int)0xFFFF0000u)));
+    }
+    return bf16_bcast(sc[b / per_group]);
+}
+
+/// MLX-Q4: 32 contiguous bytes of codes are two blocks; low nibbles are the even elements of
+/// both, high nibbles the odd ones, matching the pair-split activation after act_pair.
 CQX_INLINE void mlx_q4_rows(const cq_matrix *w, const cq_act32 *a, float *y, int32_t r, int R, int accumulate) {
     const uint8_t *row[4];
     const uint16_t *sc[4];
@@ -186,12 +290,25 @@ CQX_INLINE void mlx_q4_rows(const cq_matrix *w, const cq_act32 *a, float *y, int
         acc[i] = _mm256_setzero_ps();
     }
     int32_t nb = w->cols / 32;
-    for (int32_t b = 0; b < nb; b++) {
-        __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b));
-        float dx = a->d[b];
+    for (int32_t b = 0; b < nb; b += 2) {
+        int two = b + 1 < nb;
+        __m256i xlo, xhi;
+        if (two) act_pair(a->q + 32 * b, &xlo, &xhi);
+        else {
+            xlo = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(a->q + 32 * b)));
+            xhi = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(a->q + 32 * b + 16)));
+            xlo = _mm256_inserti128_si256(xlo, _mm_setzero_si128(), 1);
+            xhi = _mm256_inserti128_si256(xhi, _mm_setzero_si128(), 1);
+        }
+        __m256 dx = pair_ps(a->d[b], two ? a->d[b + 1] : 0.0f);
         for (int i = 0; i < R; i++) {
-            __m256i dot = dot_us8(_mm256_setzero_si256(), nibbles_split(row[i] + 16 * (size_t)b), x);
-            __m256 d = _mm256_set1_ps(cq_bf16_to_f32(sc[i][b / per_group]) * dx);
+            const uint8_t *c = row[i] + 16 * (size_t)b;
+            prefetch_row(row[i], 16 * (size_t)b, w->row_bytes, R, 2048);
+            mlx_prefetch_params(sc[i], w->biases + (size_t)(r + i) * ng, b, per_group, ng, R);
+            __m256i lo, hi;
+            nibbles_pair(c, two ? c + 16 : c, &lo, &hi);
+            __m256i dot = dot_u4_pair(_mm256_setzero_si256(), lo, xlo, hi, xhi);
+            __m256 d = _mm256_mul_ps(mlx_scale_pair(sc[i], b, per_group, two), dx);
             acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc[i]);
         }
     }
@@ -214,20 +331,23 @@ CQX_INLINE void mlx_q8_rows(const cq_matrix *w, const cq_act32 *a, float *y, int
     }
     int32_t nb = w->cols / 32;
     for (int32_t b = 0; b < nb; b++) {
-        __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b));
-        float dx = a->d[b];
+        __m256i x = load256(a->q + 32 * b);
+        __m256 dx = _mm256_set1_ps(a->d[b]);
 #if !CQX_VNNI
         __m256i back = _mm256_set1_epi32(16 * a->s[b]);
 #endif
         for (int i = 0; i < R; i++) {
-            __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(row[i] + 32 * (size_t)b));
+            const uint8_t *c = row[i] + 32 * (size_t)b;
+            if ((b & 1) == 0) prefetch_row(row[i], 32 * (size_t)b, w->row_bytes, R, 4096);
+            mlx_prefetch_params(sc[i], w->biases + (size_t)(r + i) * ng, b, per_group, ng, R);
+            __m256i q = load256(c);
 #if CQX_VNNI
             __m256i dot = dot_us8(_mm256_setzero_si256(), q, x);
 #else
             __m256i f = _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
             __m256i dot = dot_us8(back, _mm256_sign_epi8(f, f), _mm256_sign_epi8(x, f));
 #endif
-            __m256 d = _mm256_set1_ps(cq_bf16_to_f32(sc[i][b / per_group]) * dx);
+            __m256 d = _mm256_mul_ps(bf16_bcast(sc[i][b / per_group]), dx);
             acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc[i]);
         }
     }
@@ -268,9 +388,10 @@ CQX_INLINE void q4_k_rows(const cq_matrix *w, const cq_actk *a, float *y, int32_
     for (int32_t sb = 0; sb < ns; sb++) {
         const int8_t *qx = a->q + 256 * sb;
         __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)(a->bsums + 16 * sb));
-        float dx = a->d[sb];
+        __m256 dx = _mm256_set1_ps(a->d[sb]);
         for (int i = 0; i < R; i++) {
             const uint8_t *blk = row[i] + (size_t)sb * Q4_K_BYTES;
+            for (int l = 0; l < Q4_K_BYTES; l += 64) prefetch_row(row[i], (size_t)sb * Q4_K_BYTES + l, w->row_bytes, R, 2048);
             uint64_t scales, mins;
             q4k_scales_mins(blk + Q4_K_OFF_SCALES, &scales, &mins);
             // Each min twice, as int16, against the two 16-value sums of its sub-block.
@@ -293,10 +414,10 @@ CQX_INLINE void q4_k_rows(const cq_matrix *w, const cq_actk *a, float *y, int32_
                 isum = dot_s16(isum, _mm256_maddubs_epi16(lo, x0), _mm256_set1_epi32(scale_pairs[2 * c]));
                 isum = dot_s16(isum, _mm256_maddubs_epi16(hi, x1), _mm256_set1_epi32(scale_pairs[2 * c + 1]));
             }
-            __m256 d = _mm256_set1_ps(f16_at(blk) * dx);
-            __m256 dmin = _mm256_set1_ps(-(f16_at(blk + 2) * dx));
+            __m256 d = _mm256_mul_ps(f16_bcast(blk), dx);
+            __m256 dmin = _mm256_mul_ps(f16_bcast(blk + 2), dx);
             acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[i]);
-            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin), dmin, acc[i]);
+            acc[i] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(imin), dmin, acc[i]);
         }
     }
     finish_rows(y, r, acc, R, accumulate);
@@ -316,9 +437,10 @@ CQX_INLINE void q6_k_rows(const cq_matrix *w, const cq_actk *a, float *y, int32_
     for (int32_t sb = 0; sb < ns; sb++) {
         const int8_t *qx = a->q + 256 * sb;
         __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)(a->bsums + 16 * sb));
-        float dx = a->d[sb];
+        __m256 dx = _mm256_set1_ps(a->d[sb]);
         for (int i = 0; i < R; i++) {
             const uint8_t *blk = row[i] + (size_t)sb * Q6_K_BYTES;
+            for (int l = 0; l < Q6_K_BYTES; l += 64) prefetch_row(row[i], (size_t)sb * Q6_K_BYTES + l, w->row_bytes, R, 3072);
             __m128i sc8 = _mm_loadu_si128((const __m128i *)(const void *)(blk + Q6_K_OFF_SCALES));
             __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
             __m256i isum = _mm256_slli_epi32(_mm256_madd_epi16(bsums, sc16), 5);
@@ -348,7 +470,7 @@ CQX_INLINE void q6_k_rows(const cq_matrix *w, const cq_actk *a, float *y, int32_
                     isum = dot_s16(isum, _mm256_maddubs_epi16(q[k], x), s);
                 }
             }
-            __m256 d = _mm256_set1_ps(f16_at(blk + Q6_K_OFF_D) * dx);
+            __m256 d = _mm256_mul_ps(f16_bcast(blk + Q6_K_OFF_D), dx);
             acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[i]);
         }
     }

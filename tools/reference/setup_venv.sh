@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Creates (or reuses) tools/reference/.venv with Kyutai's reference package moshi==0.2.13 and the
-# peers the benchmarks compare against (rustymimi), plus sentencepiece, sphn and gguf.
+# peers the benchmarks compare against (rustymimi), plus sentencepiece and sphn, and the writers
+# of quantized files the CQuant fixtures come from: gguf-py (gguf==0.19.0) and MLX (mlx[cpu]==0.32.4,
+# with moshi-mlx==0.3.0 for Kyutai's MLX model code).
 # Prints the venv's python path on stdout. The venv stays out of git.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 venv="$here/.venv"
-stamp="$venv/.duplex-reference-v1"
+stamp="$venv/.duplex-reference-v2"
 MOSHI_VERSION=0.2.13
 
 if [ ! -f "$stamp" ]; then
@@ -23,11 +25,11 @@ if [ ! -f "$stamp" ]; then
     "${pip[@]}" --no-deps "moshi==$MOSHI_VERSION"
     "${pip[@]}" "numpy>=1.26,<2.3" "safetensors>=0.4,<0.8" "huggingface-hub>=0.24,<1" "einops>=0.7,<0.9" \
         "sentencepiece>=0.2,<0.3" "sphn>=0.2,<0.3" "aiohttp>=3.10.5,<3.12" "tqdm>=4.48" "rustymimi==0.4.1"
+    "${pip[@]}" "gguf==0.19.0" "mlx[cpu]==0.32.4"
+    # --no-deps: moshi-mlx pulls in audio and UI packages; fixtures need only its model code and mlx.
+    "${pip[@]}" --no-deps "moshi-mlx==0.3.0"
     "$venv/bin/python" -c "import moshi, torch; assert moshi.__version__ == '$MOSHI_VERSION', moshi.__version__"
+    "$venv/bin/python" -c "import gguf, mlx.core, moshi_mlx"
     touch "$stamp"
-fi
-# The GGUF fixtures' writer (fixtures_gguf.py), checked on its own so venvs made before it get it too.
-if ! "$venv/bin/python" -c "import importlib.metadata as m; assert m.version('gguf') == '0.19.0'" 2>/dev/null; then
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check "gguf==0.19.0" >&2
 fi
 echo "$venv/bin/python"

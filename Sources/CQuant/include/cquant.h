@@ -106,7 +106,9 @@ void cq_dequantize_row(const cq_matrix *w, int32_t row, float *out);
 /// ggml's error-minimising scale search). Returns 0, or −1 for an unsupported type or cols.
 /// "What ggml writes" means ggml_quantize_chunk without an importance matrix, i.e. what
 /// llama-quantize stores: quantize_row_q8_0_ref / q4_0_ref (gguf-py's Q8_0 and Q4_0 are the same
-/// bits), IQ4_NL's scale search with its 7 tries each side, q4_K_ref and q6_K_ref.
+/// bits), IQ4_NL's scale search with its 7 tries each side, q4_K_ref and q6_K_ref. All five are
+/// byte-identical to ggml's C (tools/cquant_vs_ggml.sh; Q8_0 and Q4_0 also to gguf-py in the
+/// test fixtures), given the same unfused f32 arithmetic (this file is built without fp contraction).
 /// Returns −2, writing nothing, if src holds a NaN or ±Inf (checked before any row is written).
 /// Rows are independent: a caller parallelises by handing each thread src + r·cols and
 /// dst + r·cq_row_bytes(type, cols). Supports Q8_0, Q4_0, IQ4_NL, Q4_K, Q6_K.
