@@ -96,6 +96,10 @@ public final class LMModel: Sendable {
                 + "kyutai/moshiko-pytorch-q8), which duplex does not run; use the candle q8 GGUF (kyutai/moshiko-candle-q8), "
                 + "MLX q4/q8 files, or the bf16 checkpoint with --quantize q8")
         }
+        if let arch = store.ggufArchitecture, arch != "moshi" {
+            throw SafetensorsError(path: path, .unexpectedTensor, "is a GGUF of architecture \"\(arch)\", not a Moshi LM "
+                + "(Kyutai's candle files carry no architecture; duplex's say \"moshi\")")
+        }
         if names.contains(where: { $0.hasPrefix("blk.") || $0 == "token_embd.weight" || $0 == "output_norm.weight" }) {
             throw SafetensorsError(path: path, .unexpectedTensor, "is a llama.cpp-style model (tensors `blk.N.…`, `token_embd.weight`), "
                 + "not a Moshi LM: duplex loads Kyutai's names (PyTorch, candle or MLX layout)")

@@ -156,6 +156,8 @@ public final class WeightStore {
     public private(set) var layout: TensorLayout = .kyutai
     /// GGUF files behind the store (kept alive by the stored tensors too).
     private var ggufFiles: [GGUFFile] = []
+    /// `general.architecture` of the GGUF behind the store, if it says one.
+    public var ggufArchitecture: String? { ggufFiles.lazy.compactMap(\.architecture).first }
 
     /// Matrices and embeddings stored as plain floats are quantized as they are handed out
     /// (`--quantize`): each table entry's format comes from the recipe (nil: keep as stored).
@@ -490,10 +492,36 @@ public final class WeightStore {
         if dequantizeAll && stored.type.isQuantized {
             return split(WeightMatrix(Tensor(shape: [rows, cols], data: stored.floatValues())))
         }
+        if stored.type.isQuantized, let problem = Self.quantizationProblem(stored) {
+            note(.badQuantization, "\(stored.fileNames): \(problem)")
+            return split(WeightMatrix(Tensor(zeros: [rows, cols])))
+        }
         if stored.parts.count == parts, stored.parts.allSatisfy({ $0.rows == block }) {
             return stored.parts.indices.map { stored.matrix(part: $0) }
         }
         return split(stored.matrix())
+    }
+
+    /// What makes a quantized tensor unusable, checked once as it is handed out: a layout the
+    /// kernels would misread (`cq_check_matrix`), or MLX scales/biases that are NaN or ±Inf
+    /// (which would turn whole rows into NaN far from the file that caused it).
+    static func quantizationProblem(_ stored: StoredTensor) -> String? {
+        for i in stored.parts.indices {
+            guard case .quantized(var m, let type) = stored.matrix(part: i).storage else { continue }
+            if cq_check_matrix(&m) != 0 {
+                return "its bytes do not form a \(type) matrix of \(m.rows)×\(m.cols) (\(m.row_bytes) bytes per row)"
+            }
+            let p = stored.parts[i]
+            for (what, buffer) in [("scales", p.scales), ("biases", p.biases)] {
+                guard let buffer else { continue }
+                let bits = buffer.bindMemory(to: UInt16.self)
+                // bf16 exponent all ones: Inf or NaN.
+                if let bad = bits.firstIndex(where: { $0 & 0x7F80 == 0x7F80 }) {
+                    return "MLX \(what) hold NaN or Inf (row \(bad / max(1, Int(m.cols) / Int(max(1, m.group)))) of part \(p.name))"
+                }
+            }
+        }
+        return nil
     }
 
     /// `m` in the recipe's format for `name` (as is without a recipe, or for an entry it keeps).
