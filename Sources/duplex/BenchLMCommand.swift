@@ -74,6 +74,8 @@ struct BenchLM: ParsableCommand {
         var position = 0
         var contextEntries = 0
         var kvBytes = 0
+        /// The very first step of the phase, warm-up or not (for a fresh load: the weights' first touch).
+        var firstStepMs = 0.0
     }
 
     private func measure(_ gen: LMGen, _ state: inout LMGen.State, codes: [Int32], probe: BandwidthProbe?) throws -> Phase {
@@ -96,6 +98,7 @@ struct BenchLM: ParsableCommand {
                              temporalDone: { temporalNs = MonotonicClock().now() - t0 })
             }
             let ms = Double(MonotonicClock().now() - t0) / 1e6
+            if i == 0 { phase.firstStepMs = ms }
             guard i >= warmup else { continue }
             phase.times.append(ms)
             phase.temporal.append(Double(temporalNs) / 1e6)
@@ -115,7 +118,9 @@ struct BenchLM: ParsableCommand {
         if let quality { return try compareQuality(folder, formats: quality.split(separator: ",").map(String.init)) }
         let recipe = quantize.flatMap { QuantizeRecipe.lm(named: $0) }
         let bar = ProgressBar("quantizing the LM to \(recipe?.name ?? "")")
+        let loadStart = MonotonicClock().now()
         let lm = try folder.loadLM(quantize: recipe, progress: recipe == nil ? nil : { bar.update($0, of: $1) })
+        let loadSeconds = Double(MonotonicClock().now() - loadStart) / 1e9
         bar.finish()
         let gen = LMGen(model: lm, sampling: .greedy)
         var rng = SplitMix64(seed: 1)
@@ -150,7 +155,15 @@ struct BenchLM: ParsableCommand {
         // kernel uses every thread; the faster one sets the (stricter) floor.
         // (No probes, --no-floor: no floor, NaN, null in the JSON.)
         let floorBandwidth = sgemv.isEmpty ? .nan : max(bandwidth, median(pooled).isNaN ? 0 : median(pooled))
-        let floorMs = Double(bytes) / (floorBandwidth * 1e9) * 1000
+        let memoryFloorMs = Double(bytes) / (floorBandwidth * 1e9) * 1000
+        // Quantized matrices may be bound by integer-dot throughput rather than by bytes: their
+        // compute floor is each format's weights over the pooled in-cache rate measured now.
+        let ceilings = floor ? QuantizedCeiling.measure(lm.streamedMatrices) : [:]
+        var computeFloorMs = 0.0
+        for m in lm.streamedMatrices {
+            if let t = m.quantType, let rate = ceilings[t.description] { computeFloorMs += Double(m.rows * m.cols) / rate / 1e6 }
+        }
+        let floorMs = max(memoryFloorMs, computeFloorMs)
         let stepMs = median(fresh.times)
         var result: [String: Any] = [
             "model": folder.path, "dim": c.dim, "num_layers": c.numLayers, "depformer_dim": c.depformerDim,
@@ -161,14 +174,18 @@ struct BenchLM: ParsableCommand {
             "weight_bytes_per_step": bytes,
             "kv_entries_per_step": fresh.contextEntries, "kv_bytes_per_step": fresh.kvBytes,
             "sgemv_gbs": bandwidth, "sgemv_gbs_max": sgemv.max() ?? .nan, "pooled_bf16_gbs": median(pooled),
-            "floor_gbs": floorBandwidth, "floor_ms": floorMs, "ratio_to_floor": stepMs / floorMs,
+            "floor_gbs": floorBandwidth, "memory_floor_ms": memoryFloorMs, "compute_floor_ms": computeFloorMs,
+            "compute_ceilings_gweights_per_s": ceilings.sorted { $0.key < $1.key }.map { String(format: "%@ %.1f", $0.key, $0.value) }.joined(separator: ", "),
+            "floor_ms": floorMs, "ratio_to_floor": stepMs / floorMs,
             "step_gbs": Double(bytes) / stepMs / 1e6, "context_fill": contextFill,
+            "load_seconds": loadSeconds, "first_step_ms": fresh.firstStepMs,
+            "load_to_first_step_seconds": loadSeconds + fresh.firstStepMs / 1000,
             "weights": lm.matrixFormats.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "),
         ]
         if let filled {
             let filledMs = median(filled.times)
             // At a filled context the step also streams its KV rings (f32 keys and values).
-            let filledFloorMs = Double(bytes + filled.kvBytes) / (floorBandwidth * 1e9) * 1000
+            let filledFloorMs = max(Double(bytes + filled.kvBytes) / (floorBandwidth * 1e9) * 1000, computeFloorMs)
             result["filled"] = [
                 "fill": exactFill ? "exact" : "synthetic", "fill_seconds": fillSeconds,
                 "first_timed_position": filled.position, "steps": filled.times.count,
@@ -184,11 +201,11 @@ struct BenchLM: ParsableCommand {
             return
         }
         // For people: the JSON's keys in reading order, the filled context's after the fresh ones.
-        let order = ["model", "weights", "dim", "num_layers", "depformer_dim", "depformer_num_layers", "context", "threads", "steps",
+        let order = ["model", "weights", "load_seconds", "first_step_ms", "load_to_first_step_seconds", "dim", "num_layers", "depformer_dim", "depformer_num_layers", "context", "threads", "steps",
                      "warmup", "first_timed_position", "ms_per_step_median", "ms_per_step_mean", "ms_per_step_min",
                      "temporal_ms_median",
                      "weight_bytes_per_step", "kv_entries_per_step", "kv_bytes_per_step", "sgemv_gbs", "sgemv_gbs_max",
-                     "pooled_bf16_gbs", "floor_gbs", "floor_ms", "ratio_to_floor", "step_gbs", "context_fill",
+                     "pooled_bf16_gbs", "floor_gbs", "memory_floor_ms", "compute_ceilings_gweights_per_s", "compute_floor_ms", "floor_ms", "ratio_to_floor", "step_gbs", "context_fill",
                      "fill", "fill_seconds", "ratio_to_fresh", "temporal_ratio_to_fresh"]
         func show(_ dict: [String: Any], prefix: String) {
             for key in order {
@@ -242,6 +259,37 @@ extension BenchLM {
                          100 * (r["audio_rel_error_mean"] as! Double), 100 * (r["audio_rel_error_max"] as! Double),
                          100 * (r["audio_top1_mean"] as! Double), 100 * (r["audio_top1_min"] as! Double)))
         }
+    }
+}
+
+/// The integer-dot throughput of each quantized format in the model with every thread, its
+/// matrix resident in cache (a 4096-column block of the format a few hundred KiB per thread, run
+/// repeatedly): the ceiling a 4-bit step meets before DRAM does on a machine with few cores.
+enum QuantizedCeiling {
+    /// Format name → weights per nanosecond (G weights/s), best of several runs.
+    static func measure(_ matrices: [WeightMatrix]) -> [String: Double] {
+        var types: [QuantType] = []
+        for m in matrices { if let t = m.quantType, !types.contains(t) { types.append(t) } }
+        var out: [String: Double] = [:]
+        for t in types {
+            guard let source = matrices.first(where: { $0.quantType == t }) else { continue }
+            // Rows of the model's own matrix, as many as keep ~256 KiB per thread in cache.
+            let rowBytes = max(1, source.byteCount / max(1, source.rows))
+            let rows = min(source.rows, max(8, (256 << 10) * Kernels.threads / rowBytes))
+            let block = source.rows(0..<rows)
+            let x = [Float](repeating: 0.5, count: block.cols)
+            var y = [Float](repeating: 0, count: rows)
+            var best = 0.0
+            for _ in 0..<5 {
+                let reps = 20
+                let t0 = MonotonicClock().now()
+                for _ in 0..<reps { x.withUnsafeBufferPointer { xb in y.withUnsafeMutableBufferPointer { block.apply(xb.baseAddress!, into: $0.baseAddress!) } } }
+                let ns = Double(MonotonicClock().now() - t0)
+                best = max(best, Double(reps * rows * block.cols) / ns)
+            }
+            out[t.description] = best
+        }
+        return out
     }
 }
 

@@ -3,6 +3,7 @@ import CALSA
 import CBLAS
 import COgg
 import COpus
+import CQuant
 import DuplexCore
 import Foundation
 
@@ -57,9 +58,51 @@ struct Info: ParsableCommand {
         }
     }
 
+    /// A GGUF, or a safetensors file in candle's or MLX's layout: read the way the loader reads
+    /// it (layout, stored formats), checked against the LM table by loading it.
+    private func describeQuantizedLM(_ path: String, lmConfig: (LMConfig, String)?) throws {
+        print("\(path)")
+        var config = lmConfig?.0 ?? .moshi7B
+        var source = lmConfig?.1 ?? "moshiko 7B (no config.json)"
+        if path.hasSuffix(".gguf") {
+            let gguf = try GGUFFile(path: path)
+            print("  format:      GGUF v\(gguf.version), alignment \(gguf.alignment), \(gguf.names.count) tensors, "
+                  + "\(gguf.metadataKeys.count) metadata keys" + (gguf.architecture.map { ", architecture \($0)" } ?? ""))
+            var types: [String: (count: Int, bytes: Int)] = [:]
+            for e in gguf.entries.values { types[e.type.name, default: (0, 0)].count += 1; types[e.type.name]!.bytes += e.range.count }
+            for (t, v) in types.sorted(by: { $0.value.bytes > $1.value.bytes }) {
+                print("    \(t.padding(toLength: 6, withPad: " ", startingAt: 0)) \(v.count) tensors, \(Format.bytes(v.bytes))")
+            }
+            if lmConfig == nil {
+                if case .string(let json)? = gguf.metadata[LMConfig.ggufConfigKey] {
+                    config = try LMConfig(kyutaiJSON: json, source: path)
+                    source = "the config recorded in the file (\(LMConfig.ggufConfigKey))"
+                } else {
+                    config = .moshi7BCandle
+                    source = "moshiko 7B as Kyutai's Rust server runs candle files (acoustic delay 2)"
+                }
+            }
+        }
+        let store: WeightStore
+        do { store = try WeightStore(path: path) } catch let e as SafetensorsError { throw CLIError("\(e)") }
+        let layout = LMTensorNames.layout(ofNames: store.names, config: config)
+        let problems = store.problems(against: LMTensorNames.table(config), layout: layout)
+        print("  layout:      \(layout.name) (read under Kyutai's names through duplex's \(layout.name) table)")
+        let formats = store.storedTypes.sorted { $0.value > $1.value }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        print("  stored as:   \(formats)")
+        if problems.isEmpty {
+            print("  table:       Moshi LM for \(source): every entry present, nothing extra")
+        } else {
+            print("  table:       Moshi LM for \(source): \(problems.count) problems")
+            for p in problems.prefix(tensors ? Int.max : 10) { print("    \(p.message)") }
+            throw CLIError("\(path) does not load as this LM")
+        }
+    }
+
     private func printSystem() {
         print("duplex — build and machine")
         print("  cores:            \(ProcessInfo.processInfo.activeProcessorCount)")
+        print("  quantized kernels: \(String(cString: cq_kernel_isa()))")
         print("  OpenBLAS:         \(String(cString: openblas_get_config()))")
         print("  ALSA library:     \(String(cString: snd_asoundlib_version()))")
         print("  Opus library:     \(String(cString: opus_get_version_string()))")
@@ -96,12 +139,15 @@ struct Info: ParsableCommand {
         } else {
             print("  config.json: absent (Kyutai's legacy repos have none: the moshiko 7B config is assumed)")
         }
-        let weights = files.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".sft") || $0.hasSuffix(".sfts") }
+        let weights = files.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".sft") || $0.hasSuffix(".sfts") || $0.hasSuffix(".gguf") }
         if weights.isEmpty { print("  no weight files") }
         for w in weights {
             do {
                 try describeFile((path as NSString).appendingPathComponent(w), lmConfig: folderConfig)
             } catch let error as SafetensorsError {
+                warn("error: \(error)")
+                failures += 1
+            } catch let error as CLIError {
                 warn("error: \(error)")
                 failures += 1
             }
@@ -123,7 +169,11 @@ struct Info: ParsableCommand {
     }
 
     private func describeFile(_ path: String, lmConfig: (LMConfig, String)?) throws {
+        if path.hasSuffix(".gguf") { return try describeQuantizedLM(path, lmConfig: lmConfig) }
         let file = try SafetensorsFile(path: path)
+        if file.entries.keys.contains(where: { $0.hasPrefix("depformer.slices.") || $0.hasPrefix("depformer.0.") }) {
+            return try describeQuantizedLM(path, lmConfig: lmConfig)
+        }
         let summary = CheckpointSummary(file: file)
         print("\(path)")
         print("  kind:        \(summary.kind.rawValue)")

@@ -178,6 +178,15 @@ public final class LMModel: Sendable {
         return all
     }
 
+    /// The matrices one step streams in full, each as often as a step reads it (embeddings,
+    /// read one row per token, are not among them): what the bandwidth and compute floors count.
+    public var streamedMatrices: [WeightMatrix] {
+        var all = [textLinear] + depformer.heads
+        all += config.depformerMultiLinear ? depformer.inputs : Array(repeating: depformer.inputs[0], count: config.depQ)
+        for layer in transformer.layers + depformer.transformer.layers { all += layer.matrices }
+        return all
+    }
+
     /// How many matrices are stored in each format ("BF16": 230, "Q8_0": 12, …).
     public var matrixFormats: [String: Int] {
         matrices.reduce(into: [:]) { $0[$1.formatName, default: 0] += 1 }

@@ -339,7 +339,8 @@ public final class WeightStore {
             if !absent.isEmpty {
                 if absent.count < names.count || spec.required {
                     for n in absent {
-                        problems.append(.init(kind: .missingTensor, message: "missing tensor \(n) (part of \(spec.name) \(spec.shape), \(layout.name) layout)"))
+                        let of = n == spec.name ? "expected shape \(spec.shape)" : "of \(spec.name) \(spec.shape)"
+                        problems.append(.init(kind: .missingTensor, message: "missing tensor \(n) (\(of), \(layout.name) layout)"))
                     }
                     flagged.insert(spec.name)
                 }
@@ -548,6 +549,21 @@ public final class WeightStore {
     public func ignore(_ name: String) {
         if index[name] != nil || table?[name] != nil { used.insert(name) }
     }
+
+    /// The file checked against `table` through `layout` without handing anything out (`duplex
+    /// info`): the problems loading would report.
+    public func problems(against table: TensorTable, layout: TensorLayout) -> [SafetensorsError.Problem] {
+        expect(table, layout: layout)
+        var all = problems
+        for u in table.compare(fileEntries).unexpected {
+            all.append(.init(kind: .unexpectedTensor, message: "unexpected tensor \(u.name) \(u.shape) (not part of this model"
+                             + (layout.isIdentity ? ")" : " in the \(layout.name) layout)")))
+        }
+        return all
+    }
+
+    /// How many tensors (table entries, once `expect` ran) are stored in each type.
+    public var storedTypes: [String: Int] { index.values.reduce(into: [:]) { $0[$1.type.rawValue, default: 0] += 1 } }
 
     /// Throws every problem collected so far, plus every tensor in the files that is no entry of
     /// the table (without a table: that was never asked for), unless it matches `allowUnused`.
