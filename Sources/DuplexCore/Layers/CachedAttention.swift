@@ -119,28 +119,49 @@ enum CachedAttention {
         let values = job.values + h * job.capacity * job.rowBytes
         let acc = partial + 2
         acc.update(repeating: 0, count: hd)
-        // Scores, masked outside the window (an empty slot holds −1, never visible).
+        // Scores, masked outside the window (an empty slot holds −1, never visible). For q8,
+        // whose widening costs more than its bytes take to arrive, four visible slots in a row
+        // go through one pass that loads each piece of q once for all four; f32 and bf16 are
+        // bound by memory, where interleaving four rows measured slower than streaming one.
+        let (positions, queryPosition, window) = (job.positions, job.queryPosition, job.window)
+        @inline(__always) func visible(_ s: Int) -> Bool {
+            let p = positions[s]
+            return p >= 0 && queryPosition - p >= 0 && queryPosition - p < window
+        }
+        let four = job.type == .q8
         var m = -Float.infinity
-        for s in lo..<hi {
-            let p = job.positions[s]
-            let delta = job.queryPosition - p
-            guard p >= 0, delta >= 0, delta < job.window else {
-                row[s] = -.infinity
+        var s = lo
+        while s < hi {
+            if four && s + 4 <= hi && visible(s) && visible(s + 1) && visible(s + 2) && visible(s + 3) {
+                let scaled = dot4Q8(q, keys + s * job.rowBytes, stride: job.rowBytes, count: hd) * job.scale
+                UnsafeMutableRawPointer(row + s).storeBytes(of: scaled, as: SIMD4<Float>.self)
+                m = max(m, scaled.max())
+                s += 4
                 continue
             }
-            let k = keys + s * job.rowBytes
-            let score: Float
-            switch job.type {
-            case .f32: score = dotF32(q, k, count: hd)
-            case .bf16: score = dotBF16(q, k, count: hd)
-            case .q8: score = dotQ8(q, k, count: hd)
+            if visible(s) {
+                let k = keys + s * job.rowBytes
+                let score: Float
+                switch job.type {
+                case .f32: score = dotF32(q, k, count: hd)
+                case .bf16: score = dotBF16(q, k, count: hd)
+                case .q8: score = dotQ8(q, k, count: hd)
+                }
+                row[s] = score * job.scale
+                m = max(m, row[s])
+            } else {
+                row[s] = -.infinity
             }
-            row[s] = score * job.scale
-            m = max(m, row[s])
+            s += 1
         }
         var l: Float = 0
         if m > -.infinity {
             l = exponentiate(row + lo, count: hi - lo, max: m)
+            // The weighted sum (q8: four slots per pass over the accumulator). A masked or
+            // vanished weight is skipped: its row may hold anything, even a NaN a failed stream left.
+            var pending = 0
+            var w4 = SIMD4<Float>()
+            var rows: (UnsafeRawPointer, UnsafeRawPointer, UnsafeRawPointer, UnsafeRawPointer) = (values, values, values, values)
             for s in lo..<hi {
                 let w = row[s]
                 if w == 0 { continue }
@@ -148,9 +169,22 @@ enum CachedAttention {
                 switch job.type {
                 case .f32: accumulateF32(acc, w, v, count: hd)
                 case .bf16: accumulateBF16(acc, w, v, count: hd)
-                case .q8: accumulateQ8(acc, w, v, count: hd)
+                case .q8:
+                    w4[pending] = w
+                    switch pending {
+                    case 0: rows.0 = v
+                    case 1: rows.1 = v
+                    case 2: rows.2 = v
+                    default: rows.3 = v
+                    }
+                    pending += 1
+                    if pending == 4 {
+                        accumulate4Q8(acc, w4, rows, count: hd)
+                        pending = 0
+                    }
                 }
             }
+            for i in 0..<pending { accumulateQ8(acc, w4[i], i == 0 ? rows.0 : i == 1 ? rows.1 : rows.2, count: hd) }
         }
         partial[0] = m
         partial[1] = l
@@ -217,7 +251,7 @@ enum CachedAttention {
             sum += e
             i += 8
         }
-        var total = sum.sum()
+        var total = horizontalSum(sum)
         while i < count {
             let e = expf(row[i] - m)
             row[i] = e
@@ -244,7 +278,7 @@ enum CachedAttention {
             a0 += row.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self) * qr.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
             i += 8
         }
-        var sum = (a0 + a1).sum()
+        var sum = horizontalSum(a0 + a1)
         while i < count {
             sum += row.loadUnaligned(fromByteOffset: 4 * i, as: Float.self) * q[i]
             i += 1
@@ -268,7 +302,7 @@ enum CachedAttention {
             a1 += unsafeBitCast(v & mask, to: SIMD8<Float>.self) * qo.loadUnaligned(fromByteOffset: 4 * p, as: SIMD8<Float>.self)
             p += 8
         }
-        var sum = (a0 + a1).sum()
+        var sum = horizontalSum(a0 + a1)
         while p < half {
             sum += HalfPrecision.bf16ToFloat(row.loadUnaligned(fromByteOffset: 4 * p, as: UInt16.self)) * q[p]
             sum += HalfPrecision.bf16ToFloat(row.loadUnaligned(fromByteOffset: 4 * p + 2, as: UInt16.self)) * q[half + p]
@@ -280,15 +314,18 @@ enum CachedAttention {
         return sum
     }
 
-    /// q · one q8 row: per block, the int8 values widened to Float32 against q, times the block's scale.
+    /// q · one q8 row: per block, the int8 values widened to Float32 against q, the block's
+    /// products scaled in the vector (one horizontal sum per row, not per block).
     @inline(__always)
     static func dotQ8(_ q: UnsafePointer<Float>, _ row: UnsafeRawPointer, count: Int) -> Float {
         let blocks = KVCacheType.q8Blocks(count)
         let quants = row + 2 * blocks
         let qr = UnsafeRawPointer(q)
-        var sum: Float = 0
+        var total = SIMD8<Float>()
+        var tail: Float = 0
         for b in 0..<blocks {
             let lo = b * KVCacheType.q8Block, hi = min(count, lo + KVCacheType.q8Block)
+            let d = HalfPrecision.f16ToFloat(row.loadUnaligned(fromByteOffset: 2 * b, as: UInt16.self))
             var a = SIMD8<Float>()
             var i = lo
             while i + 8 <= hi {
@@ -296,14 +333,13 @@ enum CachedAttention {
                 a += v * qr.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
                 i += 8
             }
-            var s = a.sum()
+            total += d * a
             while i < hi {
-                s += Float(quants.load(fromByteOffset: i, as: Int8.self)) * q[i]
+                tail += d * Float(quants.load(fromByteOffset: i, as: Int8.self)) * q[i]
                 i += 1
             }
-            sum += HalfPrecision.f16ToFloat(row.loadUnaligned(fromByteOffset: 2 * b, as: UInt16.self)) * s
         }
-        return sum
+        return horizontalSum(total) + tail
     }
 
     @inline(__always)
@@ -367,6 +403,101 @@ enum CachedAttention {
         }
     }
 
+    // MARK: q8, four rows at a time (rows `stride` bytes apart; accumulators per row, q loaded once)
+
+    /// [Σ a0, Σ a1, Σ a2, Σ a3] by pairwise adds across the four.
+    @inline(__always)
+    static func horizontalSums(_ a0: SIMD8<Float>, _ a1: SIMD8<Float>, _ a2: SIMD8<Float>, _ a3: SIMD8<Float>) -> SIMD4<Float> {
+        let t0 = a0.lowHalf + a0.highHalf, t1 = a1.lowHalf + a1.highHalf
+        let t2 = a2.lowHalf + a2.highHalf, t3 = a3.lowHalf + a3.highHalf
+        let u01 = SIMD4(lowHalf: t0.lowHalf + t0.highHalf, highHalf: t1.lowHalf + t1.highHalf)
+        let u23 = SIMD4(lowHalf: t2.lowHalf + t2.highHalf, highHalf: t3.lowHalf + t3.highHalf)
+        return SIMD4(lowHalf: u01.evenHalf + u01.oddHalf, highHalf: u23.evenHalf + u23.oddHalf)
+    }
+
+    @inline(__always)
+    static func dot4Q8(_ q: UnsafePointer<Float>, _ rows: UnsafeRawPointer, stride: Int, count: Int) -> SIMD4<Float> {
+        let blocks = KVCacheType.q8Blocks(count)
+        let qr = UnsafeRawPointer(q)
+        let r0 = rows, r1 = rows + stride, r2 = rows + 2 * stride, r3 = rows + 3 * stride
+        var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+        var tail = SIMD4<Float>()
+        @inline(__always) func widen(_ r: UnsafeRawPointer, _ i: Int) -> SIMD8<Float> {
+            SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: r.loadUnaligned(fromByteOffset: 2 * blocks + i, as: SIMD8<Int8>.self)))
+        }
+        @inline(__always) func scale(_ r: UnsafeRawPointer, _ b: Int) -> Float {
+            HalfPrecision.f16ToFloat(r.loadUnaligned(fromByteOffset: 2 * b, as: UInt16.self))
+        }
+        for b in 0..<blocks {
+            let lo = b * KVCacheType.q8Block, hi = min(count, lo + KVCacheType.q8Block)
+            var b0 = SIMD8<Float>(), b1 = SIMD8<Float>(), b2 = SIMD8<Float>(), b3 = SIMD8<Float>()
+            var i = lo
+            while i + 8 <= hi {
+                let x = qr.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+                b0 += widen(r0, i) * x
+                b1 += widen(r1, i) * x
+                b2 += widen(r2, i) * x
+                b3 += widen(r3, i) * x
+                i += 8
+            }
+            let d = SIMD4(scale(r0, b), scale(r1, b), scale(r2, b), scale(r3, b))
+            a0 += d[0] * b0
+            a1 += d[1] * b1
+            a2 += d[2] * b2
+            a3 += d[3] * b3
+            while i < hi {
+                let x = q[i]
+                tail += d * SIMD4(Float(r0.load(fromByteOffset: 2 * blocks + i, as: Int8.self)),
+                                  Float(r1.load(fromByteOffset: 2 * blocks + i, as: Int8.self)),
+                                  Float(r2.load(fromByteOffset: 2 * blocks + i, as: Int8.self)),
+                                  Float(r3.load(fromByteOffset: 2 * blocks + i, as: Int8.self))) * x
+                i += 1
+            }
+        }
+        return horizontalSums(a0, a1, a2, a3) + tail
+    }
+
+    @inline(__always)
+    static func accumulate4Q8(_ acc: UnsafeMutablePointer<Float>, _ w: SIMD4<Float>,
+                              _ rows: (UnsafeRawPointer, UnsafeRawPointer, UnsafeRawPointer, UnsafeRawPointer), count: Int) {
+        let blocks = KVCacheType.q8Blocks(count)
+        let a = UnsafeMutableRawPointer(acc)
+        @inline(__always) func widen(_ r: UnsafeRawPointer, _ i: Int) -> SIMD8<Float> {
+            SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: r.loadUnaligned(fromByteOffset: 2 * blocks + i, as: SIMD8<Int8>.self)))
+        }
+        @inline(__always) func scale(_ r: UnsafeRawPointer, _ b: Int) -> Float {
+            HalfPrecision.f16ToFloat(r.loadUnaligned(fromByteOffset: 2 * b, as: UInt16.self))
+        }
+        for b in 0..<blocks {
+            let lo = b * KVCacheType.q8Block, hi = min(count, lo + KVCacheType.q8Block)
+            let ws = w * SIMD4(scale(rows.0, b), scale(rows.1, b), scale(rows.2, b), scale(rows.3, b))
+            var i = lo
+            while i + 8 <= hi {
+                var sum = a.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+                sum += ws[0] * widen(rows.0, i) + ws[1] * widen(rows.1, i)
+                sum += ws[2] * widen(rows.2, i) + ws[3] * widen(rows.3, i)
+                a.storeBytes(of: sum, toByteOffset: 4 * i, as: SIMD8<Float>.self)
+                i += 8
+            }
+            while i < hi {
+                acc[i] += ws[0] * Float(rows.0.load(fromByteOffset: 2 * blocks + i, as: Int8.self))
+                    + ws[1] * Float(rows.1.load(fromByteOffset: 2 * blocks + i, as: Int8.self))
+                    + ws[2] * Float(rows.2.load(fromByteOffset: 2 * blocks + i, as: Int8.self))
+                    + ws[3] * Float(rows.3.load(fromByteOffset: 2 * blocks + i, as: Int8.self))
+                i += 1
+            }
+        }
+    }
+
+    /// The lanes' sum as a tree (SIMD8's own `sum()` adds the lanes one after another: eight
+    /// dependent scalar adds, once per row).
+    @inline(__always)
+    static func horizontalSum(_ v: SIMD8<Float>) -> Float {
+        let four = v.lowHalf + v.highHalf
+        let two = four.lowHalf + four.highHalf
+        return two[0] + two[1]
+    }
+
     // MARK: reference
 
     /// The truth the kernels are tested against: every head's scores over the decoded rows of
@@ -423,5 +554,67 @@ extension Activations {
         p = p * r + 1
         p = p * r + 1
         return scale * p
+    }
+}
+
+/// The batch-1 attention kernel alone, for `bench-kernels`: one query per layer against
+/// `layers` full rings of `slots` entries each (several, as in a step, so that a shape whose
+/// rings together exceed the caches is timed from memory, as the LM reads them).
+public struct AttentionProbe {
+    public let type: KVCacheType
+    public let heads: Int
+    public let headDim: Int
+    public let slots: Int
+    private var caches: [KVCache]
+    private var query: [Float]
+    private var output: [Float]
+    private var split: [Float]
+    private var scores: [Float]
+    private var partials: [Float]
+    private let maxChunks: Int
+
+    public init(type: KVCacheType, heads: Int, headDim: Int, slots: Int, layers: Int) {
+        self.type = type
+        self.heads = heads
+        self.headDim = headDim
+        self.slots = slots
+        let dim = heads * headDim
+        var g = SplitMix64(seed: 7)
+        let pool = (0..<(61 * dim)).map { _ in g.nextGaussian() }
+        caches = (0..<layers).map { _ in
+            var cache = KVCache(capacity: slots, numHeads: heads, headDim: headDim, type: type)
+            pool.withUnsafeBufferPointer { cache.advance(by: slots, pool: $0.baseAddress!, poolRows: min(61, slots)) }
+            return cache
+        }
+        query = (0..<dim).map { _ in g.nextGaussian() }
+        output = [Float](repeating: 0, count: dim)
+        split = output
+        scores = [Float](repeating: 0, count: heads * slots)
+        maxChunks = CachedAttention.maxChunksPerHead(heads: heads, capacity: slots)
+        partials = [Float](repeating: 0, count: heads * maxChunks * CachedAttention.partialStride(headDim: headDim))
+    }
+
+    /// Bytes of keys and values one query reads (one layer).
+    public var bytesPerQuery: Int { slots * (caches.first?.bytesPerEntry ?? 0) }
+
+    /// One query against every layer's ring in turn.
+    public mutating func run() {
+        let maxChunks = maxChunks
+        query.withUnsafeBufferPointer { q in
+        split.withUnsafeMutableBufferPointer { s in
+        scores.withUnsafeMutableBufferPointer { sc in
+        partials.withUnsafeMutableBufferPointer { p in
+        output.withUnsafeMutableBufferPointer { o in
+            let scratch = CachedAttention.Scratch(splitQuery: s.baseAddress!, scores: sc.baseAddress!, partials: p.baseAddress!,
+                                                  maxChunks: maxChunks)
+            for cache in caches {
+                CachedAttention.attend(query: q.baseAddress!, cache: cache, queryPosition: cache.end - 1, window: cache.capacity,
+                                       scratch: scratch, output: o.baseAddress!)
+            }
+        }
+        }
+        }
+        }
+        }
     }
 }
