@@ -106,7 +106,9 @@ public struct ModelFolder: Sendable {
     /// The LM, strictly by Kyutai's names (or made up, for a random-weights folder).
     public func loadLM() throws -> LMModel {
         if let randomWeightsSeed {
-            let store = WeightStore(randomSeed: randomWeightsSeed, matrixType: .f32)
+            // Real widths in bf16, as `bench --random-weights` makes them and checkpoints store
+            // them: a few 4096-wide layers in f32 would already take gigabytes.
+            let store = WeightStore(randomSeed: randomWeightsSeed, matrixType: config.dim >= 2048 ? .bf16 : .f32)
             return LMModel(store: store, config: config)
         }
         let path = try lmPath

@@ -26,11 +26,12 @@ struct ModelOption: ParsableArguments {
         return candidates.first { FileManager.default.fileExists(atPath: $0 + "/config.json") } ?? "models/default"
     }
 
-    func load() throws -> EngineModel {
+    /// The model folder, its sessions run as `runtime` says.
+    func load(_ runtime: LMRuntimeOptions) throws -> EngineModel {
         let start = Date()
         let folder = try ModelFolder(path)
         for note in folder.notes { warn("note: \(note)") }
-        let engine = try EngineModel.load(folder: folder)
+        let engine = try EngineModel.load(folder: folder, kvCache: runtime.resolvedKVCache)
         let kind = folder.randomWeightsSeed != nil ? "random weights, untrained" : "weights from files"
         warn(String(format: "loaded %@ (%@) in %.1f s", folder.path, kind, Date().timeIntervalSince(start)))
         return engine
