@@ -68,8 +68,10 @@ bench_json() {
     python3 - "$work/bench.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-for k in ["latency_ms", "stages_ms", "real_time_factor", "deadline_misses", "allocations_per_frame", "peak_rss_bytes", "frames"]:
+for k in ["latency_ms", "stages_ms", "real_time_factor", "deadline_misses", "allocations_per_frame", "peak_rss_bytes", "frames",
+          "kv_cache", "weight_bytes_per_step", "kv_bytes_per_step"]:
     assert k in r, k
+assert r["kv_cache"] == "bf16", r["kv_cache"]
 for k in ["p50", "p95", "p99", "max"]:
     assert isinstance(r["latency_ms"][k], (int, float)), k
 assert r["latency_ms"]["p50"] >= 150, r["latency_ms"]
@@ -98,10 +100,12 @@ bench_positive_control() {
 }
 check "bench: the allocation counter's positive control counts its one allocation per frame" bench_positive_control
 bench_context_fill() {
-    $duplex bench --frames 20 --warmup 5 -t 2 --context-fill 3000 --json "$work/filled.json" > /dev/null &&
-    python3 -c "import json,sys; r=json.load(open(sys.argv[1])); assert r['context_frames']==3000 and r['allocations_per_frame']==0 and r['deadline_misses']==0, r" "$work/filled.json"
+    for kv in bf16 q8 f32; do
+        $duplex bench --frames 20 --warmup 5 -t 2 --context-fill 3000 --kv-cache $kv --json "$work/filled-$kv.json" > /dev/null &&
+        python3 -c "import json,sys; r=json.load(open(sys.argv[1])); assert r['context_frames']==3000 and r['kv_cache']==sys.argv[2] and r['allocations_per_frame']==0 and r['deadline_misses']==0, r" "$work/filled-$kv.json" $kv || return 1
+    done
 }
-check "bench: at a filled context (3000 steps), still 0 allocations and 0 deadline misses" bench_context_fill
+check "bench: at a filled context (3000 steps), with bf16, q8 and f32 KV, still 0 allocations and 0 deadline misses" bench_context_fill
 
 # generate and pipe are adapters of one pipeline: the same input and seed, the same samples.
 generate_equals_pipe() {

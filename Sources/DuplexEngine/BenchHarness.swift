@@ -31,6 +31,23 @@ public final class BenchHarness {
         public var wallSeconds = 0.0
         /// LM steps already in the context when the measured frames began.
         public var contextFrames = 0
+        /// What an LM step reads, when the processor is a local session (nil otherwise).
+        public var lmStep: LMStepBytes?
+    }
+
+    /// Bytes one LM step streams: its weights, and its KV rings' visible entries, which grow
+    /// with the conversation until the ring is full (so: before the run and after it).
+    public struct LMStepBytes: Sendable {
+        public var kvCache: String
+        public var weightBytes: Int
+        public var kvBytesAtStart: Int
+        public var kvBytesAtEnd: Int
+        public init(kvCache: String, weightBytes: Int, kvBytesAtStart: Int, kvBytesAtEnd: Int) {
+            self.kvCache = kvCache
+            self.weightBytes = weightBytes
+            self.kvBytesAtStart = kvBytesAtStart
+            self.kvBytesAtEnd = kvBytesAtEnd
+        }
     }
 
     private let processor: FrameProcessor

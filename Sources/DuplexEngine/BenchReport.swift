@@ -4,7 +4,8 @@ import Foundation
 extension BenchHarness.Report {
     /// JSON with the keys tools rely on: latency_ms {p50,p95,p99,max}, stages_ms {stage: {p50,p95}},
     /// real_time_factor, deadline_misses, allocations_per_frame (null: not counted), peak_rss_bytes,
-    /// frames, context_frames (+ counters and `extra`). Written by `JSONOutput`, so any string is
+    /// frames, context_frames, and for a local LM kv_cache, weight_bytes_per_step and
+    /// kv_bytes_per_step {start, end} (+ counters and `extra`). Written by `JSONOutput`, so any string is
     /// escaped and a non-finite number becomes null.
     public func json(extra: [String: String] = [:]) -> String {
         func summary(_ p: Percentiles, max: Bool = false) -> [String: Any] {
@@ -27,6 +28,11 @@ extension BenchHarness.Report {
             "dropped_input_frames": counters.droppedInputFrames,
             "wall_seconds": wallSeconds,
         ]
+        if let lm = lmStep {
+            object["kv_cache"] = lm.kvCache
+            object["weight_bytes_per_step"] = lm.weightBytes
+            object["kv_bytes_per_step"] = ["start": lm.kvBytesAtStart, "end": lm.kvBytesAtEnd]
+        }
         for (k, v) in extra { object[k] = v }
         return ((try? JSONOutput.line(object, pretty: true)) ?? "{}") + "\n"
     }
@@ -46,6 +52,10 @@ extension BenchHarness.Report {
         lines.append("deadline misses        \(deadlineMisses)  (frames whose compute exceeded 80 ms)")
         lines.append("underruns / overruns   \(counters.underruns) / \(counters.overruns)   dropped frames: input \(counters.droppedInputFrames), output \(counters.droppedOutputFrames)")
         lines.append("context at start       \(contextFrames) frames")
+        if let lm = lmStep {
+            func mb(_ bytes: Int) -> String { String(format: "%.2f MB", Double(bytes) / 1e6) }
+            lines.append("LM bytes per step      weights \(mb(lm.weightBytes)), KV cache (\(lm.kvCache)) \(mb(lm.kvBytesAtStart)) at start → \(mb(lm.kvBytesAtEnd)) at end")
+        }
         lines.append("allocations per frame  " + (allocationsPerFrame.map { String(format: "%.2f", $0) } ?? "not counted"))
         lines.append(String(format: "peak RSS               %.1f MiB", Double(peakRSSBytes) / 1_048_576))
         return lines.joined(separator: "\n") + "\n"

@@ -133,7 +133,8 @@ public struct ModelFolder: Sendable {
     /// `quantize`, matrices stored as floats are quantized as they load.
     public func loadLM(quantize: QuantizeRecipe? = nil, progress: ((Int, Int) -> Void)? = nil) throws -> LMModel {
         if let randomWeightsSeed {
-            // Big random models keep bf16 matrices (a 7B in f32 would not fit in memory), as checkpoints do.
+            // Real widths in bf16, as `bench --random-weights` makes them and checkpoints store
+            // them: a few 4096-wide layers in f32 would already take gigabytes.
             let store = WeightStore(randomSeed: randomWeightsSeed, matrixType: config.dim >= 2048 ? .bf16 : .f32)
             store.quantizeRecipe = quantize
             store.onQuantizeProgress = progress

@@ -10,8 +10,11 @@ public final class EngineModel: Sendable {
     public let tokenizer: SentencePieceTokenizer?
     /// Where it came from, for reports.
     public let name: String
+    /// What every session's LM keeps its KV rings in (the weights are shared, the rings are
+    /// each session's own; chosen once, at load, so every way of making a session agrees).
+    public let kvCache: KVCacheType
 
-    public init(mimi: Mimi?, lm: LMModel, tokenizer: SentencePieceTokenizer?, name: String) throws {
+    public init(mimi: Mimi?, lm: LMModel, tokenizer: SentencePieceTokenizer?, name: String, kvCache: KVCacheType = .bf16) throws {
         let c = lm.config
         if let mimi {
             try Self.checkCodec(mimi, fits: c)
@@ -23,6 +26,7 @@ public final class EngineModel: Sendable {
         self.lm = lm
         self.tokenizer = tokenizer
         self.name = name
+        self.kvCache = kvCache
     }
 
     private static func checkCodec(_ mimi: Mimi, fits c: LMConfig) throws {
@@ -39,11 +43,12 @@ public final class EngineModel: Sendable {
     /// `quantize`: matrices the folder stores as floats are quantized as they load (`progress`
     /// gets bytes done and total).
     public static func load(folder: ModelFolder, codec: Bool = true, tokenizer required: Bool = false,
-                            quantize: QuantizeRecipe? = nil, progress: ((Int, Int) -> Void)? = nil) throws -> EngineModel {
+                            kvCache: KVCacheType = .bf16, quantize: QuantizeRecipe? = nil,
+                            progress: ((Int, Int) -> Void)? = nil) throws -> EngineModel {
         let tokenizer = required || FileManager.default.fileExists(atPath: folder.file(folder.config.tokenizerName))
             ? try folder.loadTokenizer() : nil
         return try EngineModel(mimi: codec ? folder.loadMimi() : nil, lm: folder.loadLM(quantize: quantize, progress: progress),
-                               tokenizer: tokenizer, name: folder.path)
+                               tokenizer: tokenizer, name: folder.path, kvCache: kvCache)
     }
 
     public var config: LMConfig { lm.config }
@@ -100,12 +105,16 @@ public final class Session: FrameProcessor {
 
     public var frameSize: Int { model.frameSize }
 
+    /// Bytes of keys and values the LM's next step reads (`LMModel.State.nextStepKVBytes`), for
+    /// reports beside `model.lm.weightBytesPerStep`. Read it on the thread that runs the session.
+    public var nextStepKVBytes: Int { lmState.model.nextStepKVBytes }
+
     init(model: EngineModel, sampling: SamplingParameters, firstFrame: FirstFrameRule) {
         self.model = model
         self.sampling = sampling
         self.firstFrame = firstFrame
         generator = LMGen(model: model.lm, sampling: sampling)
-        lmState = generator.makeState()
+        lmState = generator.makeState(kvCache: model.kvCache)
         codecState = model.mimi?.makeState()
         userCodes = [Int32](repeating: 0, count: max(model.mimi?.numCodebooks ?? 0, model.config.userStreams))
         moshiCodes = [Int32](repeating: 0, count: model.config.depQ)

@@ -62,6 +62,7 @@ struct Bench: ParsableCommand {
     var plot: String?
 
     @OptionGroup var sampling: SamplingOptions
+    @OptionGroup var runtime: LMRuntimeOptions
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
@@ -103,8 +104,11 @@ struct Bench: ParsableCommand {
         Allocations.start()
         warn("running \(frames + warmup) frames (\(String(format: "%.1f", Double(frames + warmup) * 0.08)) s of audio)\(flatOut ? " flat out" : " in real time")"
              + (contextFill > 0 ? " after \(contextFill) steps of context" : "") + "…")
-        let report = try harness.run(contextFrames: contextFill)
+        let kvAtStart = session.nextStepKVBytes
+        var report = try harness.run(contextFrames: contextFill)
         Allocations.stop()
+        report.lmStep = .init(kvCache: engine.kvCache.rawValue, weightBytes: engine.lm.weightBytesPerStep, kvBytesAtStart: kvAtStart,
+                              kvBytesAtEnd: session.nextStepKVBytes)
         let mode = flatOut ? "flat out" : alsa ? "ALSA \(inputDevice ?? "default") → \(outputDevice ?? "default")" : "real-time paced"
         let title = "duplex bench: \(engine.name), \(compute.resolvedThreads) thread(s), \(mode)" + (contextFill > 0 ? ", context filled to \(contextFill)" : "")
         print(report.table(title: title), terminator: "")
@@ -119,7 +123,7 @@ struct Bench: ParsableCommand {
         let config = self.config ?? "default"
         // The embedded model's weights are random already, its codec shaped by its own config.
         guard randomWeights, config != "default" else {
-            return randomWeights ? try ModelOption(model: ModelOption.defaultModelPath, quantize: model.quantize).load() : try model.load()
+            return randomWeights ? try ModelOption(model: ModelOption.defaultModelPath, quantize: model.quantize).load(runtime) : try model.load(runtime)
         }
         let lmConfig = try Self.architecture(config)
         let start = Date()
@@ -134,7 +138,7 @@ struct Bench: ParsableCommand {
         try store.finish()
         let mimi = try Mimi(store: WeightStore(randomSeed: 2), config: .released(codebooks: max(lmConfig.depQ, lmConfig.userStreams)))
         warn(String(format: "made up %@ random weights (%@ matrices) in %.1f s", config, recipe?.name ?? matrices.rawValue, Date().timeIntervalSince(start)))
-        return try EngineModel(mimi: mimi, lm: lm, tokenizer: nil, name: "random \(config)")
+        return try EngineModel(mimi: mimi, lm: lm, tokenizer: nil, name: "random \(config)", kvCache: runtime.resolvedKVCache)
     }
 
     static func architecture(_ name: String) throws -> LMConfig {

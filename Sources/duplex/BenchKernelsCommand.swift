@@ -15,30 +15,42 @@ struct BenchKernels: ParsableCommand {
     @Option(help: "Seconds to spend on each measurement.")
     var seconds: Double = 1.0
 
+    @Option(help: "Only the kernels whose name starts with this (sgemm, sgemv, matvec, attention).")
+    var only: String?
+
     func run() throws {
         let cores = ProcessInfo.processInfo.activeProcessorCount
         let counts = threads.isEmpty ? Array(Set([1, cores])).sorted() : threads
         print("kernel                          shape                 threads   result")
         for t in counts {
             Kernels.setThreads(t)
-            for (m, n, k) in [(512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048), (64, 4096, 1024)] {
+            for (m, n, k) in [(512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048), (64, 4096, 1024)] where wanted("sgemm") {
                 let gflops = benchSgemm(m: m, n: n, k: k)
                 print(row("sgemm (OpenBLAS)", "\(m)×\(k) · \(k)×\(n)", t, String(format: "%7.1f GFLOP/s", gflops)))
             }
-            for (r, c) in matvecShapes {
+            for (r, c) in matvecShapes where wanted("sgemv") {
                 let gbs = benchSgemv(rows: r, cols: c)
                 print(row("sgemv f32 (OpenBLAS)", "\(r)×\(c)", t, String(format: "%7.1f GB/s", gbs)))
             }
-            for (r, c) in matvecShapes {
+            for (r, c) in matvecShapes where wanted("matvec") {
                 let gbs = benchParallel(rows: r, cols: c, bf16: false)
                 print(row("matvec f32 (duplex pool)", "\(r)×\(c)", t, String(format: "%7.1f GB/s", gbs)))
             }
-            for (r, c) in matvecShapes {
+            for (r, c) in matvecShapes where wanted("matvec") {
                 let gbs = benchParallel(rows: r, cols: c, bf16: true)
                 print(row("matvec bf16 (duplex pool)", "\(r)×\(c)", t, String(format: "%7.1f GB/s", gbs)))
             }
+            for (heads, headDim, slots, layers) in attentionShapes where wanted("attention") {
+                for type in KVCacheType.allCases {
+                    let (us, gbs) = benchAttention(type, heads: heads, headDim: headDim, slots: slots, layers: layers)
+                    print(row("attention \(type) KV (duplex pool)", "\(heads)×\(headDim) over \(slots)", t,
+                              String(format: "%7.1f GB/s  %8.1f µs/layer", gbs, us)))
+                }
+            }
         }
     }
+
+    private func wanted(_ kernel: String) -> Bool { only.map { kernel.hasPrefix($0) } ?? true }
 
     /// From a depformer-sized layer to the 7B's gating projection (the big ones exceed any cache).
     private var matvecShapes: [(Int, Int)] { [(512, 256), (1536, 512), (3072, 1024), (4096, 4096), (11264, 4096), (22528, 4096)] }
@@ -58,6 +70,17 @@ struct BenchKernels: ParsableCommand {
             y.withUnsafeMutableBufferPointer { yp in ParallelMatvec.f32(w, x, yp.baseAddress!, rows: rows, cols: cols) }
         }
         return Double(rows * cols * 4) / s / 1e9
+    }
+
+    /// One query over full rings: the default model's heads (4×64) and the 7B's (32×128), at a
+    /// full context and near the start; enough layers that the full rings exceed the caches.
+    private var attentionShapes: [(Int, Int, Int, Int)] { [(4, 64, 3000, 24), (4, 64, 10, 4), (32, 128, 3000, 4), (32, 128, 10, 4)] }
+
+    /// µs per layer and GB/s of keys and values read.
+    private func benchAttention(_ type: KVCacheType, heads: Int, headDim: Int, slots: Int, layers: Int) -> (Double, Double) {
+        var probe = AttentionProbe(type: type, heads: heads, headDim: headDim, slots: slots, layers: layers)
+        let s = time { probe.run() } / Double(layers)
+        return (s * 1e6, Double(probe.bytesPerQuery) / s / 1e9)
     }
 
     private func row(_ name: String, _ shape: String, _ t: Int, _ result: String) -> String {

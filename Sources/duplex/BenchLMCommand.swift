@@ -47,6 +47,7 @@ struct BenchLM: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Measure the bandwidth floor between steps (--no-floor: steps only, e.g. under a profiler).")
     var floor = true
 
+    @OptionGroup var runtime: LMRuntimeOptions
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
@@ -130,7 +131,7 @@ struct BenchLM: ParsableCommand {
         // The floor's bandwidth is measured between the steps, so both see the same machine: on
         // a shared machine bandwidth swings by 2x from minute to minute.
         let probe = floor ? BandwidthProbe() : nil
-        var state = gen.makeState()
+        var state = gen.makeState(kvCache: runtime.resolvedKVCache)
         let fresh = try measure(gen, &state, codes: codes, probe: probe)
         var filled: Phase?
         var fillSeconds = 0.0
@@ -168,6 +169,7 @@ struct BenchLM: ParsableCommand {
         var result: [String: Any] = [
             "model": folder.path, "dim": c.dim, "num_layers": c.numLayers, "depformer_dim": c.depformerDim,
             "depformer_num_layers": c.depformerNumLayers, "context": c.context, "threads": compute.resolvedThreads,
+            "kv_cache": runtime.resolvedKVCache.rawValue,
             "steps": fresh.times.count, "warmup": warmup, "first_timed_position": fresh.position,
             "ms_per_step_median": stepMs, "ms_per_step_mean": fresh.times.reduce(0, +) / Double(fresh.times.count),
             "ms_per_step_min": fresh.times.min() ?? .nan, "temporal_ms_median": median(fresh.temporal),
@@ -184,7 +186,7 @@ struct BenchLM: ParsableCommand {
         ]
         if let filled {
             let filledMs = median(filled.times)
-            // At a filled context the step also streams its KV rings (f32 keys and values).
+            // At a filled context the step also streams its KV rings (every visible entry, at the rings' element size).
             let filledFloorMs = max(Double(bytes + filled.kvBytes) / (floorBandwidth * 1e9) * 1000, computeFloorMs)
             result["filled"] = [
                 "fill": exactFill ? "exact" : "synthetic", "fill_seconds": fillSeconds,
@@ -201,7 +203,7 @@ struct BenchLM: ParsableCommand {
             return
         }
         // For people: the JSON's keys in reading order, the filled context's after the fresh ones.
-        let order = ["model", "weights", "load_seconds", "first_step_ms", "load_to_first_step_seconds", "dim", "num_layers", "depformer_dim", "depformer_num_layers", "context", "threads", "steps",
+        let order = ["model", "weights", "load_seconds", "first_step_ms", "load_to_first_step_seconds", "dim", "num_layers", "depformer_dim", "depformer_num_layers", "context", "threads", "kv_cache", "steps",
                      "warmup", "first_timed_position", "ms_per_step_median", "ms_per_step_mean", "ms_per_step_min",
                      "temporal_ms_median",
                      "weight_bytes_per_step", "kv_entries_per_step", "kv_bytes_per_step", "sgemv_gbs", "sgemv_gbs_max",

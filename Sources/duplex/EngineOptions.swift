@@ -46,13 +46,15 @@ struct ModelOption: ParsableArguments {
         return candidates.first { FileManager.default.fileExists(atPath: $0 + "/config.json") } ?? "models/default"
     }
 
-    func load() throws -> EngineModel {
+    /// The model folder, its sessions run as `runtime` says.
+    func load(_ runtime: LMRuntimeOptions) throws -> EngineModel {
         let start = Date()
         let folder = try ModelFolder(path)
         for note in folder.notes { warn("note: \(note)") }
         let recipe = try self.recipe
         let bar = ProgressBar("quantizing the LM to \(recipe?.name ?? "")")
-        let engine = try EngineModel.load(folder: folder, quantize: recipe, progress: recipe == nil ? nil : { bar.update($0, of: $1) })
+        let engine = try EngineModel.load(folder: folder, kvCache: runtime.resolvedKVCache, quantize: recipe,
+                                          progress: recipe == nil ? nil : { bar.update($0, of: $1) })
         bar.finish()
         let kind = folder.randomWeightsSeed != nil ? "random weights, untrained" : "weights from files"
         let formats = engine.lm.matrixFormats.sorted { $0.value > $1.value }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")

@@ -40,6 +40,7 @@ struct Generate: ParsableCommand {
     var maxFrames: Int?
 
     @OptionGroup var sampling: SamplingOptions
+    @OptionGroup var runtime: LMRuntimeOptions
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
@@ -60,7 +61,8 @@ struct Generate: ParsableCommand {
         let audioIn = try input.map { try CodecAudio.read($0, raw: false, sampleRate: 24_000) }
         if let audioIn, audioIn.isEmpty { throw CLIError("\(input!): no audio") }
         let userCodes = audioIn == nil ? try readUserCodes(folder.config) : nil
-        let engine = try EngineModel.load(folder: folder, codec: input != nil || output != nil, tokenizer: text != nil)
+        let engine = try EngineModel.load(folder: folder, codec: input != nil || output != nil, tokenizer: text != nil,
+                                          kvCache: runtime.resolvedKVCache)
         // The same Session every other use runs, so generate answers as pipe, talk and serve do.
         let session = sampling.session(engine)
         var produced: [[Int32]] = []

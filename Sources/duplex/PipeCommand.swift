@@ -29,6 +29,7 @@ struct Pipe: ParsableCommand {
     var text: String?
 
     @OptionGroup var sampling: SamplingOptions
+    @OptionGroup var runtime: LMRuntimeOptions
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
@@ -39,7 +40,7 @@ struct Pipe: ParsableCommand {
     func run() throws {
         compute.apply()
         signal(SIGPIPE, SIG_IGN)
-        let engine = try model.load()
+        let engine = try model.load(runtime)
         let session = sampling.session(engine)
         let textOut = try TextOutput(path: text)
         let format = SampleFormat(rawValue: self.format)!

@@ -39,6 +39,7 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup(title: "Sampling defaults (a client's query parameters override them)") var sampling: SamplingOptions
 
+    @OptionGroup var runtime: LMRuntimeOptions
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
@@ -53,7 +54,7 @@ struct Serve: AsyncParsableCommand {
         let chatModel: ChatModel
         let engine: EngineModel
         do {
-            engine = try model.load()
+            engine = try model.load(runtime)
             chatModel = try makeSessionFactory(engine: engine, sampling: sampling, contextFill: contextFill)
         } catch {
             warn("duplex serve: \(error)")

@@ -45,11 +45,13 @@ struct Talk: AsyncParsableCommand {
     var pipe = false
 
     @OptionGroup var sampling: SamplingOptions
+    @OptionGroup var runtime: LMRuntimeOptions
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
         if connect == nil && token != nil { throw ValidationError("--token is for --connect (a server started with --token); a local model needs none") }
         if connect != nil && model.given { throw ValidationError("--model runs a local model; with --connect the server's model answers: drop one of them") }
+        if connect != nil && runtime.given { throw ValidationError("--kv-cache sets how a local model runs; with --connect the server's model answers") }
         if connect != nil && compute.threads != nil { throw ValidationError("-t/--threads sets local compute threads; with --connect nothing is computed here") }
         if connect != nil && sampling.firstFrame != FirstFrameRule.kyutaiServer.rawValue {
             throw ValidationError("--first-frame applies to a local model; a server applies its own rule")
@@ -77,7 +79,7 @@ struct Talk: AsyncParsableCommand {
             }
             (processor, remote, engine) = (conversation, conversation, nil)
         } else {
-            let loaded = try model.load()
+            let loaded = try model.load(runtime)
             (processor, remote, engine) = (sampling.session(loaded), nil, loaded)
         }
         let result = Result { try converse(processor: processor, engine: engine, remote: remote, stop: stop) }

@@ -47,6 +47,37 @@ final class BenchLMCommandTests: XCTestCase {
         XCTAssertTrue(filled["floor_ms"] is NSNull)
     }
 
+    /// --kv-cache names the rings' element type in the report, and the bytes a full context
+    /// reads follow it: bf16 half of f32, q8 (34 bytes per 32 values) a little over a quarter.
+    func testKVCacheTypeIsReportedAndSetsTheBytesRead() throws {
+        var bytes: [String: Int] = [:]
+        for type in ["f32", "bf16", "q8"] {
+            let r = try runDuplex(["bench-lm", "--model", defaultModel, "--steps", "1", "--warmup", "0", "--json", "--no-floor",
+                                   "--context-fill", "3000", "--kv-cache", type, "-t", "1"])
+            let json = try parse(r)
+            XCTAssertEqual(json["kv_cache"] as? String, type)
+            let filled = try XCTUnwrap(json["filled"] as? [String: Any], r.stdout)
+            bytes[type] = try XCTUnwrap(filled["kv_bytes_per_step"] as? Int)
+        }
+        let (f32, bf16, q8) = (bytes["f32"]!, bytes["bf16"]!, bytes["q8"]!)
+        XCTAssertEqual(bf16 * 2, f32)
+        XCTAssertEqual(Double(q8) / Double(f32), 34.0 / 128, accuracy: 1e-9, "q8: 34 bytes per 32 values (head dim 64)")
+        let table = try runDuplex(["bench-lm", "--model", defaultModel, "--steps", "1", "--warmup", "0", "--no-floor", "-t", "1"])
+        XCTAssertTrue(table.stdout.contains("kv_cache") && table.stdout.contains("bf16"), "the default, named: \(table.stdout)")
+    }
+
+    func testAnInvalidKVCacheTypeNamesTheValidOnes() throws {
+        for command in [["bench-lm", "--model", defaultModel], ["generate", "--input-codes", "x.npy", "--output-codes", "y.npy"],
+                        ["pipe"], ["bench"], ["serve"], ["talk"]] {
+            let r = try runDuplex(command + ["--kv-cache", "f16"])
+            XCTAssertNotEqual(r.status, 0, "\(command)")
+            XCTAssertTrue(r.stderr.contains("'f16'") && r.stderr.contains("'f32', 'bf16' or 'q8'"), "\(command): \(r.stderr)")
+        }
+        let r = try runDuplex(["talk", "--connect", "ws://127.0.0.1:1", "--kv-cache", "q8"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("--kv-cache sets how a local model runs"), r.stderr)
+    }
+
     func testExactFillNeedsAContextFill() throws {
         let r = try runDuplex(["bench-lm", "--model", defaultModel, "--exact-fill"])
         XCTAssertNotEqual(r.status, 0)

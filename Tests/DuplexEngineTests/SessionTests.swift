@@ -169,6 +169,27 @@ final class SessionTests: XCTestCase {
         XCTAssertEqual(try codesOnly.step(userCodes: [Int32](repeating: 1, count: 8))?.count, 9, "then text + 8 codes")
     }
 
+    /// The KV element type is the engine's (chosen at load), so every session made from it,
+    /// whoever makes it, keeps its rings that way: bf16 unless asked.
+    func testSessionsKeepTheirKVRingsAsTheEngineSays() throws {
+        let base = try Self.engine.get()
+        XCTAssertEqual(base.kvCache, .bf16)
+        var bytes: [KVCacheType: Int] = [:]
+        for type in KVCacheType.allCases {
+            let engine = try EngineModel(mimi: base.mimi, lm: base.lm, tokenizer: nil, name: "tiny \(type)", kvCache: type)
+            let session = engine.makeSession(sampling: .greedy)
+            try session.fillContext(steps: 20)
+            bytes[type] = session.nextStepKVBytes
+            _ = converse(session, voice(2), frames: 2)
+            XCTAssertNil(session.failure)
+        }
+        XCTAssertEqual(bytes[.f32], 2 * bytes[.bf16]!, "f32 entries are twice bf16's")
+        XCTAssertLessThan(bytes[.q8]!, bytes[.bf16]!, "q8 entries are smaller than bf16's")
+        let session = base.makeSession(sampling: .greedy)
+        try session.fillContext(steps: 20)
+        XCTAssertEqual(session.nextStepKVBytes, bytes[.bf16], "the default engine's sessions are bf16")
+    }
+
     func testFillingTheContextAdvancesTheLMAsRealStepsWould() throws {
         let engine = try Self.engine.get()
         let filled = engine.makeSession(sampling: .greedy)

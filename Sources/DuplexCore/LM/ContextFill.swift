@@ -32,7 +32,8 @@ extension LMGen {
     ///     the sampler's random stream advances as they draw).
     ///
     /// Not for the per-frame path: the synthetic fill allocates a pool of 61 rows per layer in
-    /// turn (1 MB for the 7B) and copies at most one ring per layer (3 GB for the 7B at 3000).
+    /// turn (1 MB for the 7B) and writes at most one ring per layer, in the rings' own element
+    /// type (1.6 GB of bf16 for the 7B at 3000).
     public func fillContext(_ state: inout State, steps: Int, seed: UInt64 = 0, exact: Bool = false) throws {
         precondition(steps >= 0, "fillContext: steps must be ≥ 0")
         state.reset()
@@ -86,11 +87,19 @@ extension LMModel.State {
         }
     }
 
-    /// Bytes of keys and values the next temporal step reads from its KV rings (f32), summed over layers.
+    /// Bytes of keys and values the next LM step reads from its KV rings: every entry the
+    /// temporal step sees (`nextStepContextEntries`) at its ring's bytes per entry (its element
+    /// type's), plus the depformer's, whose depth step k reads the k + 1 entries of this frame.
+    /// Masked slots are skipped, not read.
     public var nextStepKVBytes: Int {
-        transformer.layers.reduce(0) { total, layer in
-            let cache = layer.attention.cache
-            return total + 2 * min(cache.end + 1, cache.capacity) * cache.dim * MemoryLayout<Float>.size
+        let temporal = transformer.layers.reduce(0) { total, layer in
+            let cache = layer.attention.cache, query = layer.attention.offset
+            return total + (1 + cache.visibleEntries(query: query, window: cache.capacity)) * cache.bytesPerEntry
         }
+        let depth = depformer.transformer.layers.first?.attention.cache.capacity ?? 0
+        let depformer = depformer.transformer.layers.reduce(0) { total, layer in
+            total + depth * (depth + 1) / 2 * layer.attention.cache.bytesPerEntry
+        }
+        return temporal + depformer
     }
 }

@@ -37,9 +37,9 @@ public final class Depformer: Sendable {
         public mutating func reset() { transformer.reset() }
     }
 
-    public func makeState() -> State {
+    public func makeState(kvCache: KVCacheType = .bf16) -> State {
         let dd = config.depformerDim
-        return State(transformer: transformer.makeState(maxSteps: 1), x: [Float](repeating: 0, count: dd),
+        return State(transformer: transformer.makeState(maxSteps: 1, kvCache: kvCache), x: [Float](repeating: 0, count: dd),
                      row: [Float](repeating: 0, count: dd), logits: [Float](repeating: 0, count: config.depQ * config.card))
     }
 

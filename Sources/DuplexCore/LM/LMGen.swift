@@ -51,9 +51,10 @@ public struct LMGen: Sendable {
         }
     }
 
-    public func makeState() -> State {
+    /// A fresh conversation whose KV rings store `kvCache` (see `LMModel.makeState(kvCache:)`).
+    public func makeState(kvCache: KVCacheType = .bf16) -> State {
         let c = config
-        return State(model: model.makeState(), cache: [Int32](repeating: -2, count: c.numStreams * ringLength),
+        return State(model: model.makeState(kvCache: kvCache), cache: [Int32](repeating: -2, count: c.numStreams * ringLength),
                      input: [Int32](repeating: 0, count: c.numStreams), generated: [Int32](repeating: 0, count: 1 + c.depQ),
                      output: [Int32](repeating: -2, count: 1 + c.depQ),
                      sampler: Sampler(seed: sampling.seed, maxTopK: max(256, sampling.textTopK, sampling.audioTopK)),

@@ -119,6 +119,8 @@ public final class LMModel: Sendable {
         /// Temporal steps taken (the next step's position; never wraps): the temporal
         /// transformer's position, the one counter of this stream.
         public var steps: Int { transformer.position }
+        /// What the KV rings store (chosen at `makeState`; a reset keeps it).
+        public var kvCache: KVCacheType { transformer.layers.first?.attention.kvCache ?? .f32 }
 
         public mutating func reset() {
             transformer.reset()
@@ -126,8 +128,11 @@ public final class LMModel: Sendable {
         }
     }
 
-    public func makeState() -> State {
-        State(transformer: transformer.makeState(maxSteps: 1), depformer: depformer.makeState(),
+    /// A fresh stream. `kvCache` is what both transformers' KV rings store: bf16 by default
+    /// (half the bytes a step at a full context reads, and what Kyutai's GPU caches hold); f32
+    /// for exact parity with Kyutai's f32 CPU reference; q8 for a quarter of f32's bytes.
+    public func makeState(kvCache: KVCacheType = .bf16) -> State {
+        State(transformer: transformer.makeState(maxSteps: 1, kvCache: kvCache), depformer: depformer.makeState(kvCache: kvCache),
               hidden: [Float](repeating: 0, count: config.dim), textLogits: [Float](repeating: 0, count: config.textCardOut),
               row: [Float](repeating: 0, count: config.dim))
     }

@@ -14,12 +14,14 @@ public enum QuantizationQuality {
 
     /// Runs `steps` greedy steps of `reference` on `userCodes` ([steps × userStreams], cycled)
     /// and, at each, `candidate` on the same inputs with the depformer fed the reference's tokens.
-    public static func teacherForced(reference: LMModel, candidate: LMModel, userCodes: [Int32], steps: Int) throws -> [Head] {
+    /// Both keep their KV caches as `kvCache` (f32 by default: the weights' error alone).
+    public static func teacherForced(reference: LMModel, candidate: LMModel, userCodes: [Int32], steps: Int,
+                                     kvCache: KVCacheType = .f32) throws -> [Head] {
         precondition(reference.config == candidate.config, "the two models must share one config")
         let c = reference.config
         let gen = LMGen(model: reference, sampling: .greedy)
-        var state = gen.makeState()
-        var candidateState = candidate.makeState()
+        var state = gen.makeState(kvCache: kvCache)
+        var candidateState = candidate.makeState(kvCache: kvCache)
         var heads = (0...c.depQ).map { Head(name: $0 == 0 ? "text" : "audio \($0 - 1)", relativeError: 0, top1Agreement: 0) }
         var sampler = Sampler(seed: 0)
         var drawn = [Int32](repeating: 0, count: c.depQ)

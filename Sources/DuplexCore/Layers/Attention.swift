@@ -22,17 +22,36 @@ public final class StreamingAttention: Sendable {
         /// Steps seen so far (query offset, and which per-step weights to use): the KV ring's
         /// write position, the one counter of this stream.
         public var offset: Int { cache.end }
+        /// What the KV ring stores.
+        public var kvCache: KVCacheType { cache.type }
         var qkv: [Float]       // [maxSteps, 3·dim]
         var attended: [Float]  // [maxSteps, dim]
-        var scores: [Float]    // [maxSteps, capacity]
+        /// [max(maxSteps, numHeads), capacity]: a multi-step call's rows per head in turn, or
+        /// one step's row per head, all at once (its heads run in parallel).
+        var scores: [Float]
+        var splitQuery: [Float]  // [dim]
+        var partials: [Float]    // [numHeads, maxChunks, headDim + 2]
+        let maxChunks: Int
         var maxSteps: Int
+
+        init(cache: KVCache, maxSteps: Int) {
+            self.cache = cache
+            self.maxSteps = maxSteps
+            let d = cache.dim
+            qkv = [Float](repeating: 0, count: maxSteps * 3 * d)
+            attended = [Float](repeating: 0, count: maxSteps * d)
+            scores = [Float](repeating: 0, count: max(maxSteps, cache.numHeads) * cache.capacity)
+            splitQuery = [Float](repeating: 0, count: d)
+            maxChunks = CachedAttention.maxChunksPerHead(heads: cache.numHeads, capacity: cache.capacity)
+            partials = [Float](repeating: 0, count: cache.numHeads * maxChunks * CachedAttention.partialStride(headDim: cache.headDim))
+        }
 
         mutating func reserve(steps: Int, dim: Int) {
             guard steps > maxSteps else { return }
             maxSteps = steps
             qkv = [Float](repeating: 0, count: steps * 3 * dim)
             attended = [Float](repeating: 0, count: steps * dim)
-            scores = [Float](repeating: 0, count: steps * cache.capacity)
+            scores = [Float](repeating: 0, count: max(steps, cache.numHeads) * cache.capacity)
         }
 
         public mutating func reset() { cache.reset() }
@@ -61,10 +80,10 @@ public final class StreamingAttention: Sendable {
         outProjs = store.matrices(names.outProj, shape: [steps * dim, dim], parts: steps)
     }
 
-    public func makeState(maxSteps: Int = 1) -> State {
-        State(cache: KVCache(capacity: capacity, dim: dim), qkv: [Float](repeating: 0, count: maxSteps * 3 * dim),
-              attended: [Float](repeating: 0, count: maxSteps * dim), scores: [Float](repeating: 0, count: maxSteps * capacity),
-              maxSteps: maxSteps)
+    /// A fresh stream whose KV ring stores `kvCache` (f32 unless asked: Mimi keeps f32; the LM
+    /// passes its own choice).
+    public func makeState(maxSteps: Int = 1, kvCache: KVCacheType = .f32) -> State {
+        State(cache: KVCache(capacity: capacity, numHeads: numHeads, headDim: headDim, type: kvCache), maxSteps: maxSteps)
     }
 
     /// output[steps, dim] = attention over x[steps, dim] and the cached past; advances the state.
@@ -92,55 +111,30 @@ public final class StreamingAttention: Sendable {
                 }
                 state.cache.append(key: row + d, value: row + 2 * d)
             }
-            let scale = 1 / Float(headDim).squareRoot()
-            state.cache.keys.withUnsafeBufferPointer { keysBuf in
-            state.cache.values.withUnsafeBufferPointer { valuesBuf in
-            state.cache.positions.withUnsafeBufferPointer { positions in
-            state.scores.withUnsafeMutableBufferPointer { scoresBuf in
-            state.attended.withUnsafeMutableBufferPointer { attendedBuf in
-                let keys = keysBuf.baseAddress!, values = valuesBuf.baseAddress!
-                let scores = scoresBuf.baseAddress!, attended = attendedBuf.baseAddress!
-                // Per head, every step's scores against the whole ring in one sgemm, then the
-                // masked softmax row by row, then one sgemm for the weighted sum of values.
-                // (Two small BLAS calls per head beat per-slot dot/axpy loops several times over
-                // once the ring holds hundreds of steps.)
-                let window = context ?? Int.max
-                // Slots are filled in order from 0, so until the ring wraps only the first `end`
-                // hold anything: a conversation's early steps must not pay for the whole context.
-                let used = min(state.cache.end, capacity)
-                for h in 0..<numHeads {
-                    Kernels.matmul(qkv + h * headDim, keys + h * headDim, scores, m: steps, n: used, k: headDim,
-                                   transposeB: true, lda: 3 * d, ldb: d, ldc: capacity)
+            let window = context ?? Int.max
+            if steps > 1 && state.cache.type == .f32 {
+                attendBatched(qkv, steps: steps, start: start, window: window, cache: state.cache, scores: &state.scores,
+                              attended: &state.attended)
+            } else {
+                // One query at a time (a batch-1 step; the steps of a call in turn otherwise):
+                // its heads over the pool, straight from the ring's storage type.
+                state.splitQuery.withUnsafeMutableBufferPointer { split in
+                state.scores.withUnsafeMutableBufferPointer { scores in
+                state.partials.withUnsafeMutableBufferPointer { partials in
+                state.attended.withUnsafeMutableBufferPointer { attended in
+                    let scratch = CachedAttention.Scratch(splitQuery: split.baseAddress!, scores: scores.baseAddress!,
+                                                          partials: partials.baseAddress!, maxChunks: state.maxChunks)
                     for t in 0..<steps {
-                        let queryPosition = start + t
-                        let row = scores + t * capacity
-                        var maxScore = -Float.infinity
-                        for slot in 0..<used {
-                            let p = positions[slot]
-                            let delta = queryPosition - p
-                            if p < 0 || delta < 0 || delta >= window {
-                                row[slot] = -Float.infinity
-                            } else {
-                                row[slot] *= scale
-                                maxScore = max(maxScore, row[slot])
-                            }
-                        }
-                        var total: Float = 0
-                        for slot in 0..<used {
-                            if row[slot] == -Float.infinity {
-                                row[slot] = 0
-                            } else {
-                                let w = expf(row[slot] - maxScore)
-                                row[slot] = w
-                                total += w
-                            }
-                        }
-                        let inv: Float = total > 0 ? 1 / total : 0
-                        for slot in 0..<used { row[slot] *= inv }
+                        CachedAttention.attend(query: qkv + t * 3 * d, cache: state.cache, queryPosition: start + t, window: window,
+                                               scratch: scratch, output: attended.baseAddress! + t * d)
                     }
-                    Kernels.matmul(scores, values + h * headDim, attended + h * headDim, m: steps, n: headDim, k: used,
-                                   lda: capacity, ldb: d, ldc: d)
                 }
+                }
+                }
+                }
+            }
+            state.attended.withUnsafeBufferPointer { attendedBuf in
+                let attended = attendedBuf.baseAddress!
                 if perStep {
                     for t in 0..<steps {
                         outProjs[min(start + t, outProjs.count - 1)].apply(attended + t * d, into: output + t * d)
@@ -149,10 +143,66 @@ public final class StreamingAttention: Sendable {
                     outProjs[0].apply(rows: attended, steps: steps, into: output)
                 }
             }
+        }
+    }
+
+    /// Several steps of f32 keys at once (Mimi's two per frame, prefill): per head, every step's
+    /// scores against the whole ring in one sgemm, the masked softmax row by row, one sgemm for
+    /// the weighted sum of values. (Two small BLAS calls per head beat per-slot loops several
+    /// times over once the ring holds hundreds of steps and there are several queries.)
+    private func attendBatched(_ qkv: UnsafePointer<Float>, steps: Int, start: Int, window: Int, cache: KVCache,
+                               scores: inout [Float], attended: inout [Float]) {
+        let d = dim, hd = headDim, cap = capacity
+        let scale = 1 / Float(headDim).squareRoot()
+        // Slots are filled in order from 0, so until the ring wraps only the first `end`
+        // hold anything: a conversation's early steps must not pay for the whole context.
+        let used = min(cache.end, cap)
+        cache.keys.withUnsafeBytes { keysBuf in
+        cache.values.withUnsafeBytes { valuesBuf in
+        cache.positions.withUnsafeBufferPointer { positions in
+        scores.withUnsafeMutableBufferPointer { scoresBuf in
+        attended.withUnsafeMutableBufferPointer { attendedBuf in
+            // f32 rows, head-major: head h's ring is [capacity, headDim] at h·capacity·headDim.
+            let keys = keysBuf.baseAddress!.assumingMemoryBound(to: Float.self)
+            let values = valuesBuf.baseAddress!.assumingMemoryBound(to: Float.self)
+            let scores = scoresBuf.baseAddress!, attended = attendedBuf.baseAddress!
+            for h in 0..<numHeads {
+                Kernels.matmul(qkv + h * hd, keys + h * cap * hd, scores, m: steps, n: used, k: hd,
+                               transposeB: true, lda: 3 * d, ldb: hd, ldc: cap)
+                for t in 0..<steps {
+                    let queryPosition = start + t
+                    let row = scores + t * cap
+                    var maxScore = -Float.infinity
+                    for slot in 0..<used {
+                        let p = positions[slot]
+                        let delta = queryPosition - p
+                        if p < 0 || delta < 0 || delta >= window {
+                            row[slot] = -Float.infinity
+                        } else {
+                            row[slot] *= scale
+                            maxScore = max(maxScore, row[slot])
+                        }
+                    }
+                    var total: Float = 0
+                    for slot in 0..<used {
+                        if row[slot] == -Float.infinity {
+                            row[slot] = 0
+                        } else {
+                            let w = expf(row[slot] - maxScore)
+                            row[slot] = w
+                            total += w
+                        }
+                    }
+                    let inv: Float = total > 0 ? 1 / total : 0
+                    for slot in 0..<used { row[slot] *= inv }
+                }
+                Kernels.matmul(scores, values + h * cap * hd, attended + h * hd, m: steps, n: hd, k: used,
+                               lda: cap, ldb: hd, ldc: d)
             }
-            }
-            }
-            }
+        }
+        }
+        }
+        }
         }
     }
 }

@@ -123,11 +123,16 @@ extension Mimi: StreamingModule {
 }
 
 extension LMModel: StreamingModule {
+    /// A stream with the default (bf16) KV rings; `reset(_:)` gives one too, while the state's
+    /// own `reset()` keeps whatever its rings store.
+    public func makeState() -> State { makeState(kvCache: .bf16) }
     /// One temporal step: text + every audio token (already delayed) → `state.hidden`, `state.textLogits`.
     public func step(_ tokens: UnsafeBufferPointer<Int32>, state: inout State) throws { try temporalStep(tokens, state: &state) }
 }
 
 extension LMGen: StreamingModule {
+    /// A conversation with the default (bf16) KV rings (see `LMModel`'s).
+    public func makeState() -> State { makeState(kvCache: .bf16) }
     /// One 80 ms step (`step(userCodes:state:)`): true when a frame came out into `state.output`.
     public func step(_ userCodes: UnsafeBufferPointer<Int32>, state: inout State) throws -> Bool {
         try step(userCodes: userCodes, state: &state)

@@ -102,8 +102,8 @@ public final class TransformerLayer: Sendable {
         public mutating func reset() { attention.reset() }
     }
 
-    public func makeState(maxSteps: Int = 1) -> State {
-        State(attention: attention.makeState(maxSteps: maxSteps),
+    public func makeState(maxSteps: Int = 1, kvCache: KVCacheType = .f32) -> State {
+        State(attention: attention.makeState(maxSteps: maxSteps, kvCache: kvCache),
               normed: [Float](repeating: 0, count: maxSteps * config.dim),
               update: [Float](repeating: 0, count: maxSteps * config.dim),
               inner: [Float](repeating: 0, count: maxSteps * 2 * hidden), maxSteps: maxSteps)
@@ -192,8 +192,10 @@ public final class StreamingTransformer: Sendable {
         }
     }
 
-    public func makeState(maxSteps: Int = 1) -> State {
-        State(layers: layers.map { $0.makeState(maxSteps: maxSteps) })
+    /// A fresh stream; every layer's KV ring stores `kvCache` (f32 unless asked, as Mimi's
+    /// transformers keep it).
+    public func makeState(maxSteps: Int = 1, kvCache: KVCacheType = .f32) -> State {
+        State(layers: layers.map { $0.makeState(maxSteps: maxSteps, kvCache: kvCache) })
     }
 
     /// x[steps, dim] updated in place (time-major rows).
