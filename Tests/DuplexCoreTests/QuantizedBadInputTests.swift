@@ -124,3 +124,13 @@ final class QuantizedBadInputTests: XCTestCase {
         XCTAssertTrue(message.contains("out_norm.alpha"), message)
     }
 }
+
+extension QuantizedBadInputTests {
+    func testQuantizingAQuantizedFileIsRefused() throws {
+        let config = try QuantizedLayoutTests.records().config
+        let path = try requireFixture("lm_quant_mlx_q4.safetensors", generator: "quant_lm")
+        XCTAssertThrowsError(try LMModel.load(path: path, config: config, quantize: .uniform(.q8_0))) { error in
+            XCTAssertTrue("\(error)".contains("already quantized") && "\(error)".contains("MLX"), "\(error)")
+        }
+    }
+}

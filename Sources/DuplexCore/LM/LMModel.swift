@@ -69,6 +69,11 @@ public final class LMModel: Sendable {
         try config.validate()
         let store = try WeightStore(path: path)
         try refuseForeignFormats(store, path: path)
+        if let quantize, let stored = store.storedTypes.keys.first(where: { !["F32", "F16", "BF16", "F64"].contains($0) }) {
+            // Requantizing would stack a second rounding on the first: say so rather than ignore the option.
+            throw SafetensorsError(path: path, .wrongDType, "is already quantized (\(stored)): --quantize \(quantize.name) would round "
+                + "its weights a second time; drop --quantize (or quantize the bf16 checkpoint)")
+        }
         store.quantizeRecipe = quantize
         store.onQuantizeProgress = progress
         let model = LMModel(store: store, config: config)

@@ -563,7 +563,10 @@ public final class WeightStore {
     }
 
     /// How many tensors (table entries, once `expect` ran) are stored in each type.
-    public var storedTypes: [String: Int] { index.values.reduce(into: [:]) { $0[$1.type.rawValue, default: 0] += 1 } }
+    /// (MLX codes not yet matched to a table entry, whose bit width is still open, count as "MLX".)
+    public var storedTypes: [String: Int] {
+        index.values.reduce(into: [:]) { $0[$1.mlxGroups != nil ? "MLX" : $1.type.rawValue, default: 0] += 1 }
+    }
 
     /// Throws every problem collected so far, plus every tensor in the files that is no entry of
     /// the table (without a table: that was never asked for), unless it matches `allowUnused`.
