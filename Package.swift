@@ -78,7 +78,7 @@ let package = Package(
         .executableTarget(
             name: "duplex",
             dependencies: [
-                "DuplexCore", "DuplexAudio", "DuplexEngine", "DuplexServer", "CAllocCounter", "CBLAS", "CALSA", "COpus", "COgg",
+                "DuplexCore", "DuplexAudio", "DuplexEngine", "DuplexServer", "CAllocCounter", "CBLAS", "CALSA", "COpus", "COgg", "CQuant",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: optimized),
