@@ -64,7 +64,7 @@ static matrix random_matrix(cq_type type, int32_t rows, int32_t cols, int32_t gr
     matrix t;
     memset(&t, 0, sizeof t);
     size_t rb = cq_row_bytes(type, cols);
-    t.data = malloc(rb * (size_t)rows + 64);
+    t.data = malloc(rb * (size_t)rows);  // exact size: ASan catches any over-read
     for (size_t i = 0; i < rb * (size_t)rows; i++) t.data[i] = (uint8_t)next_u64();
     t.m.type = type;
     t.m.rows = rows;

@@ -192,3 +192,8 @@ void cq_quantize_activation(cq_type type, const float *x, int32_t cols, void *ac
     else if (type == CQ_MLX_Q4) k->act32_pairsplit(x, cols, act);
     else k->act32(x, cols, act);
 }
+
+void cq_dequantize_activation(cq_type type, const void *act, int32_t cols, float *out) {
+    if (cq_activation_bytes(type, cols) == 0) fail("cq_dequantize_activation: no activation for", type, cols);
+    cq_dequantize_activation_checked(type, act, cols, out);
+}

@@ -32,7 +32,7 @@ CQA_INLINE int8x16_t load16(const void *p) { return vld1q_s8((const int8_t *)p);
 CQA_INLINE void prefetch(const uint8_t *row, size_t pos, size_t row_bytes, int R, size_t ahead) {
     // As on x86: past the row's end, the stream continues into this row's counterpart of the next pass.
     size_t at = pos + ahead;
-    __builtin_prefetch(at < row_bytes ? row + at : row + (size_t)(R - 1) * row_bytes + at);
+    __builtin_prefetch(cq_prefetch_address(row, at < row_bytes ? at : (size_t)(R - 1) * row_bytes + at));
 }
 
 CQA_INLINE void finish_rows(float *y, int32_t r, const float32x4_t *acc, int R, int accumulate) {

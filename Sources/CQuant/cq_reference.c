@@ -349,7 +349,7 @@ void cq_dequantize_row(const cq_matrix *w, int32_t row, float *out) {
     }
 }
 
-void cq_dequantize_activation(cq_type type, const void *act, int32_t cols, float *out) {
+void cq_dequantize_activation_checked(cq_type type, const void *act, int32_t cols, float *out) {
     if (cq_is_k_type(type)) {
         cq_actk a = cq_actk_view(act, cols);
         for (int32_t i = 0; i < cols; i++) out[i] = a.d[i / 256] * (float)a.q[i];
