@@ -13,6 +13,8 @@
 #ifndef HWCAP_ASIMDDP
 #define HWCAP_ASIMDDP (1 << 20)
 #endif
+#elif defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h>
 #endif
 
 int cq_block_values(cq_type type) {
@@ -110,6 +112,12 @@ static void probe(void) {
 #elif defined(__aarch64__)
 #if defined(__linux__)
     if (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) candidates[n++] = &cq_kernels_neon_dotprod;
+#elif defined(__APPLE__)
+    // Every Apple Silicon core has it; macOS 12+ says so here (not built or run on macOS yet).
+    int dotprod = 0;
+    size_t size = sizeof dotprod;
+    if (sysctlbyname("hw.optional.arm.FEAT_DotProd", &dotprod, &size, NULL, 0) == 0 && dotprod)
+        candidates[n++] = &cq_kernels_neon_dotprod;
 #endif
     candidates[n++] = &cq_kernels_neon;
 #endif
