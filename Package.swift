@@ -83,7 +83,7 @@ let package = Package(
             ],
             swiftSettings: optimized),
 
-        .testTarget(name: "DuplexCoreTests", dependencies: ["DuplexCore"],
+        .testTarget(name: "DuplexCoreTests", dependencies: ["DuplexCore", "CQuant"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "DuplexAudioTests", dependencies: ["DuplexAudio"]),
         // DuplexServer too: the same-answer test runs a websocket session's worker beside pipe and generate.

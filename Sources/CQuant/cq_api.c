@@ -13,6 +13,8 @@
 #ifndef HWCAP_ASIMDDP
 #define HWCAP_ASIMDDP (1 << 20)
 #endif
+#elif defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h>
 #endif
 
 int cq_block_values(cq_type type) {
@@ -110,6 +112,12 @@ static void probe(void) {
 #elif defined(__aarch64__)
 #if defined(__linux__)
     if (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) candidates[n++] = &cq_kernels_neon_dotprod;
+#elif defined(__APPLE__)
+    // Every Apple Silicon core has it; macOS 12+ says so here (not built or run on macOS yet).
+    int dotprod = 0;
+    size_t size = sizeof dotprod;
+    if (sysctlbyname("hw.optional.arm.FEAT_DotProd", &dotprod, &size, NULL, 0) == 0 && dotprod)
+        candidates[n++] = &cq_kernels_neon_dotprod;
 #endif
     candidates[n++] = &cq_kernels_neon;
 #endif
@@ -191,4 +199,9 @@ void cq_quantize_activation(cq_type type, const float *x, int32_t cols, void *ac
     if (cq_is_k_type(type)) k->actk(x, cols, act);
     else if (type == CQ_MLX_Q4) k->act32_pairsplit(x, cols, act);
     else k->act32(x, cols, act);
+}
+
+void cq_dequantize_activation(cq_type type, const void *act, int32_t cols, float *out) {
+    if (cq_activation_bytes(type, cols) == 0) fail("cq_dequantize_activation: no activation for", type, cols);
+    cq_dequantize_activation_checked(type, act, cols, out);
 }

@@ -143,6 +143,12 @@ static inline cq_actk cq_actk_view(const void *act, int32_t n) {
     return a;
 }
 
+/// p + offset for a prefetch, through integers: the address may lie past the matrix (the next
+/// pass of a stream that has none), which a pointer may not even point to, but a prefetch may.
+static inline const void *cq_prefetch_address(const uint8_t *p, size_t offset) {
+    return (const void *)((uintptr_t)p + offset);
+}
+
 static inline int cq_is_k_type(cq_type t) { return t == CQ_Q4_K || t == CQ_Q6_K; }
 static inline int cq_is_mlx(cq_type t) { return t == CQ_MLX_Q4 || t == CQ_MLX_Q8; }
 static inline int cq_is_quantized32(cq_type t) {
@@ -177,6 +183,8 @@ extern const cq_kernels cq_kernels_neon_dotprod;
 void cq_act32_scalar(const float *x, int32_t n, void *act);
 void cq_act32_pairsplit_scalar(const float *x, int32_t n, void *act);
 void cq_actk_scalar(const float *x, int32_t n, void *act);
+/// cq_dequantize_activation once its arguments are known valid.
+void cq_dequantize_activation_checked(cq_type type, const void *act, int32_t cols, float *out);
 /// Fills the group sums (xs64, xs128) from xs: shared by every activation quantizer, in one order.
 void cq_act32_group_sums(void *act, int32_t n);
 

@@ -4,7 +4,11 @@
 // left to right over the block, every a·b·c is (a·b)·c, and nothing may be contracted to an fma.
 #include "cq_internal.h"
 
+#if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
 
 /// ggml's nearest_int: round half to even (the default rounding mode), exact for |v| < 2^22.
 static inline int nearest_even(float v) { return (int)rintf(v); }

@@ -5,10 +5,13 @@
 // another order.
 #include "cq_internal.h"
 
-// gcc contracts a·b + c into an fma whenever the target has one (aarch64 always): that would
-// change bits against gguf-py's and MLX's unfused numpy/C arithmetic. clang honours the pragma;
-// gcc builds (tools/cquant_arm64.sh) pass -ffp-contract=off.
+// Compilers may contract a·b + c into an fma where the target has one (aarch64 always; gcc does
+// by default): that would change bits against gguf-py's and MLX's unfused numpy/C arithmetic.
+#if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
 
 const int8_t cq_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
@@ -346,7 +349,7 @@ void cq_dequantize_row(const cq_matrix *w, int32_t row, float *out) {
     }
 }
 
-void cq_dequantize_activation(cq_type type, const void *act, int32_t cols, float *out) {
+void cq_dequantize_activation_checked(cq_type type, const void *act, int32_t cols, float *out) {
     if (cq_is_k_type(type)) {
         cq_actk a = cq_actk_view(act, cols);
         for (int32_t i = 0; i < cols; i++) out[i] = a.d[i / 256] * (float)a.q[i];

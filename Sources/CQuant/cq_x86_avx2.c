@@ -19,4 +19,7 @@
 #pragma GCC pop_options
 #endif
 
+#else
+// Another architecture: ISO C wants at least one declaration in a translation unit.
+typedef int cq_avx2_not_built;
 #endif

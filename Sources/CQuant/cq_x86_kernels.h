@@ -65,8 +65,7 @@ CQX_INLINE __m256 bf16_bcast(uint16_t h) {
 /// streams every pass and leave a core at a third of the bandwidth it can draw.
 CQX_INLINE void prefetch_row(const uint8_t *row, size_t pos, size_t row_bytes, int R, size_t ahead) {
     size_t at = pos + ahead;
-    const uint8_t *p = at < row_bytes ? row + at : row + (size_t)(R - 1) * row_bytes + at;
-    _mm_prefetch((const char *)p, _MM_HINT_T0);
+    _mm_prefetch((const char *)cq_prefetch_address(row, at < row_bytes ? at : (size_t)(R - 1) * row_bytes + at), _MM_HINT_T0);
 }
 
 CQX_INLINE void finish_rows(float *y, int32_t r, const __m256 *acc, int R, int accumulate) {

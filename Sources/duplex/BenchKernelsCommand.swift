@@ -1,4 +1,5 @@
 import ArgumentParser
+import CQuant
 import DuplexCore
 import DuplexEngine
 import Foundation
@@ -6,7 +7,7 @@ import Foundation
 struct BenchKernels: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-kernels",
-        abstract: "Measure the physical ceilings: sgemm GFLOP/s and matrix×vector GB/s, at 1 and N threads.")
+        abstract: "Measure the physical ceilings: sgemm GFLOP/s and matrix×vector GB/s, at 1 and N threads; quantized matrix×vector G weights/s on one thread.")
 
     @Option(name: [.customShort("t"), .long], parsing: .upToNextOption,
             help: "Thread counts to measure (default: 1 and all cores).")
@@ -15,8 +16,11 @@ struct BenchKernels: ParsableCommand {
     @Option(help: "Seconds to spend on each measurement.")
     var seconds: Double = 1.0
 
-    @Option(help: "Only the kernels whose name starts with this (sgemm, sgemv, matvec, attention).")
+    @Option(help: "Only the kernels whose name starts with this (sgemm, sgemv, matvec, attention, quantized).")
     var only: String?
+
+    @Flag(help: "Quantized kernels: measure every instruction set this CPU runs, not only the dispatched one and scalar.")
+    var allIsas = false
 
     func run() throws {
         let cores = ProcessInfo.processInfo.activeProcessorCount
@@ -47,6 +51,50 @@ struct BenchKernels: ParsableCommand {
                               String(format: "%7.1f GB/s  %8.1f µs/layer", gbs, us)))
                 }
             }
+        }
+        if wanted("quantized") { benchQuantized() }
+    }
+
+    // MARK: Quantized kernels (CQuant)
+
+    /// The last-level cache one core reaches: sysfs's (glibc's sysconf reports the whole socket's
+    /// L3 on multi-die EPYCs, 384 MB where a core sees 32 MB), capped at 256 MB.
+    private func lastLevelCacheBytes() -> Int {
+        for index in [3, 2] {
+            let path = "/sys/devices/system/cpu/cpu0/cache/index\(index)/size"
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { continue }
+            let t = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            let unit = t.last.map { $0 == "K" ? 1 << 10 : $0 == "M" ? 1 << 20 : 1 } ?? 1
+            if let n = Int(t.filter(\.isNumber)) { return min(n * unit, 256 << 20) }
+        }
+        return min(max(sysconf(Int32(_SC_LEVEL3_CACHE_SIZE)), 0), 256 << 20)
+    }
+
+    /// One thread, per format and instruction set: G weights/s with the matrix resident in cache
+    /// (256×2048, ≤ 0.6 MB: the integer-dot compute ceiling) and streamed from DRAM (4096 columns,
+    /// rows enough for 6× the last-level cache, at least 192 MB), plus the bytes/s that stream is.
+    private func benchQuantized() {
+        let formats: [(cq_type, Int32)] = [(CQ_Q8_0, 0), (CQ_Q4_0, 0), (CQ_IQ4_NL, 0), (CQ_Q4_K, 0), (CQ_Q6_K, 0),
+                                           (CQ_MLX_Q4, 32), (CQ_MLX_Q8, 64)]
+        var names = [UnsafePointer<CChar>?](repeating: nil, count: 8)
+        let available = names.withUnsafeMutableBufferPointer { Int(cq_available_isas($0.baseAddress, 8)) }
+        let all = names[0..<available].map { String(cString: $0!) }
+        let isas = allIsas ? all : Array(Set([all[0], "scalar"])).sorted { all.firstIndex(of: $0)! < all.firstIndex(of: $1)! }
+        let dramBytes = max(6 * lastLevelCacheBytes(), 192 << 20)
+        for (type, group) in formats {
+            let kind = String(cString: cq_type_name(type)) + (group > 0 ? " g\(group)" : "")
+            let cache = QuantBench(type, rows: 256, cols: 2048, group: group)
+            let big = QuantBench(type, rows: Int32(dramBytes / cq_row_bytes(type, 4096)), cols: 4096, group: group)
+            for isa in isas {
+                _ = cq_set_isa(isa)
+                let inCache = cache.weightsPerSecond(time: time)
+                let streamed = big.weightsPerSecond(time: time)
+                let name = "matvec \(kind) \(isa)"
+                print(row(name, "256×2048 (cache)", 1, String(format: "%7.1f G weights/s", inCache / 1e9)))
+                print(row(name, "\(big.rows)×4096 (DRAM)", 1,
+                          String(format: "%7.1f G weights/s  %5.1f GB/s", streamed / 1e9, streamed * big.bytesPerWeight / 1e9)))
+            }
+            _ = cq_set_isa(nil)
         }
     }
 
@@ -126,5 +174,64 @@ struct BenchKernels: ParsableCommand {
         }
         return Double(rows * cols * 4) / s / 1e9
     }
+}
 
+/// A random matrix of one CQuant format (random codes, every scale the same small value) and a
+/// quantized activation for it, in memory owned here.
+private final class QuantBench {
+    let rows: Int32
+    let bytesPerWeight: Double
+    private var matrix: cq_matrix
+    private let data: UnsafeMutableRawPointer
+    private let params: UnsafeMutablePointer<UInt16>?
+    private let act: UnsafeMutableRawPointer
+
+    init(_ type: cq_type, rows: Int32, cols: Int32, group: Int32) {
+        self.rows = rows
+        let rowBytes = cq_row_bytes(type, cols)
+        let bytes = Int(rows) * rowBytes
+        bytesPerWeight = Double(rowBytes) / Double(cols) + (group > 0 ? 4 / Double(group) : 0)
+        data = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        var g = SplitMix64(seed: 5)
+        let words = data.bindMemory(to: UInt64.self, capacity: bytes / 8)
+        for i in 0..<(bytes / 8) { words[i] = g.next() }
+        // Finite, small scales: random f16 bits could be NaN or subnormal, which some CPUs slow on.
+        let raw = data.assumingMemoryBound(to: UInt8.self)
+        func scale(at offsets: [Int], every stride: Int) {
+            for base in Swift.stride(from: 0, to: bytes, by: stride) {
+                for o in offsets { raw[base + o] = 0x00; raw[base + o + 1] = 0x20 }  // f16 ≈ 0.0078
+            }
+        }
+        switch type {
+        case CQ_Q8_0: scale(at: [0], every: 34)
+        case CQ_Q4_0, CQ_IQ4_NL: scale(at: [0], every: 18)
+        case CQ_Q4_K: scale(at: [0, 2], every: 144)
+        case CQ_Q6_K: scale(at: [208], every: 210)
+        default: break
+        }
+        let groups = group > 0 ? Int(rows) * Int(cols / group) : 0
+        params = groups > 0 ? UnsafeMutablePointer<UInt16>.allocate(capacity: 2 * groups) : nil
+        params?.initialize(repeating: 0x3C00, count: 2 * groups)  // bf16 ≈ 0.0078
+        matrix = cq_matrix(type: type, rows: rows, cols: cols, row_bytes: rowBytes,
+                           data: UnsafePointer(raw), scales: params.map { UnsafePointer($0) },
+                           biases: params.map { UnsafePointer($0 + groups) }, group: group)
+        act = UnsafeMutableRawPointer.allocate(byteCount: cq_activation_bytes(type, cols), alignment: 64)
+        let x = (0..<Int(cols)).map { _ in g.nextFloat() - 0.5 }
+        cq_quantize_activation(type, x, cols, act)
+    }
+
+    deinit {
+        data.deallocate()
+        params?.deallocate()
+        act.deallocate()
+    }
+
+    /// Best weights per second of whole-matrix matvecs into a scratch vector.
+    func weightsPerSecond(time: (() -> Void) -> Double) -> Double {
+        var y = [Float](repeating: 0, count: Int(rows))
+        let s = time {
+            y.withUnsafeMutableBufferPointer { yp in cq_matvec_rows(&matrix, act, yp.baseAddress!, 0, rows, 0) }
+        }
+        return Double(rows) * Double(matrix.cols) / s
+    }
 }

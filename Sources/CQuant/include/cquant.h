@@ -42,7 +42,8 @@ typedef struct {
     int32_t group;           // MLX only: 32, 64 or 128 (else 0)
 } cq_matrix;
 
-/// Values per block (32 or 256; 1 for F32/F16/BF16; the group for MLX types is the matrix's).
+/// Values per block: 32 or 256 for the ggml types, 1 for F32/F16/BF16, 32 for the MLX types
+/// (their activation block; a matrix's own group, 32, 64 or 128, is in cq_matrix.group).
 int cq_block_values(cq_type type);
 /// Bytes of one row of `cols` values (cols must be a multiple of the block size); 0 if invalid.
 size_t cq_row_bytes(cq_type type, int32_t cols);
@@ -124,7 +125,8 @@ int cq_quantize_rows_mlx(int bits, int32_t group, const float *src, int32_t rows
 /// The instruction set the dispatched kernels use: "avx512-vnni", "avx-vnni", "avx2", "neon-dotprod",
 /// "neon", "scalar".
 const char *cq_kernel_isa(void);
-/// Tests and benchmarks: 1 forces the scalar kernels for cq_matvec_rows, 0 restores dispatch.
+/// Tests and benchmarks: 1 forces the scalar kernels for cq_matvec_rows (and the scalar activation
+/// quantizer, which writes the same bytes as every SIMD one), 0 restores dispatch.
 void cq_force_scalar(int enabled);
 /// The instruction sets this CPU (and this build) can run, fastest first, "scalar" last: writes
 /// up to `capacity` names and returns how many there are.
