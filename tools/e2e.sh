@@ -165,6 +165,30 @@ talk_dead_speaker() {
 }
 check "talk: a playback device that fails ends talk with its error and the summary" talk_dead_speaker
 
+# Quantized models: --quantize at load, duplex quantize to a GGUF that info reads in candle's
+# layout and a folder runs from, an unknown format refused.
+quantize_pipe() { $duplex pipe --seed 7 --quantize q8 < "$work/in24.raw" > "$work/q.raw" 2>"$work/q.txt" &&
+    [ "$(size "$work/q.raw")" = "$(size "$work/in24.raw")" ] && grep -q "Q8_0" "$work/q.txt"; }
+quantize_gguf_folder() {
+    mkdir -p "$work/q4" &&
+    $duplex quantize --to q4 models/default "$work/q4/model.gguf" 2>"$work/qz.txt" && grep -q "Q4_K" "$work/qz.txt" &&
+    ! $duplex quantize --to q4 models/default "$work/q4/model.gguf" 2>/dev/null &&
+    python3 - "$work/q4" <<'PY' &&
+import json, sys
+c = json.load(open("models/default/config.json"))
+c.pop("duplex")        # the weights are in the file now, not made up
+c["moshi_name"] = "model.gguf"
+json.dump(c, open(sys.argv[1] + "/config.json", "w"))
+PY
+    $duplex info --model "$work/q4/model.gguf" > "$work/qi.txt" 2>&1 && grep -q "layout:      candle" "$work/qi.txt" &&
+    $duplex bench-lm --model "$work/q4" --steps 3 --warmup 1 --no-floor --json > "$work/qb.json" 2>/dev/null &&
+    python3 -c "import json,sys; r=json.load(open(sys.argv[1])); assert 'Q4_K' in r['weights'] and r['ms_per_step_median'] > 0, r" "$work/qb.json"
+}
+quantize_unknown() { ! $duplex bench-lm --model models/default --quantize q3_k > "$work/qu.txt" 2>&1 && grep -q "not a format duplex makes" "$work/qu.txt"; }
+check "pipe --quantize q8: the default model quantized at load, samples conserved" quantize_pipe
+check "quantize --to q4: a GGUF in candle's layout, an existing output refused, a folder runs it" quantize_gguf_folder
+check "--quantize with an unknown format: refused with the list" quantize_unknown
+
 # serve, driven by Kyutai's own client code (sphn for Ogg Opus, aiohttp for the websocket).
 interop_python=$(./tools/interop/setup.sh)
 port=$((20000 + RANDOM % 20000))
