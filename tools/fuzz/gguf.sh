@@ -22,6 +22,7 @@ sources=(
     Sources/DuplexCore/Weights/Safetensors.swift   # WeightFileError
     Sources/DuplexCore/Tensor/Tensor.swift         # used by Safetensors.swift
     Sources/DuplexCore/Tensor/HalfPrecision.swift  # used by Safetensors.swift
+    Sources/DuplexCore/Weights/MappedFile.swift    # the readers' shared map
     tools/fuzz/GGUFFuzz.swift
 )
 # -O keeps Swift's bounds and overflow checks (they trap, and a trap is a finding). lld, because

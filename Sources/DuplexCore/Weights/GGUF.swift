@@ -217,24 +217,8 @@ public final class GGUFFile: @unchecked Sendable {
 
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else {
-            throw WeightFileError(path: path, .io, "cannot open: \(String(cString: strerror(errno)))")
-        }
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            throw WeightFileError(path: path, .io, "cannot stat: \(String(cString: strerror(errno)))")
-        }
-        guard (info.st_mode & S_IFMT) == S_IFREG else {
-            let what = (info.st_mode & S_IFMT) == S_IFDIR ? "a directory" : "not a regular file"
-            throw WeightFileError(path: path, .io, "is \(what), expected a .gguf file")
-        }
-        let size = Int(info.st_size)
-        if size == 0 { throw WeightFileError(path: path, .empty, "empty file (0 bytes): not a GGUF file") }
-        guard let map = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), map != MAP_FAILED else {
-            throw WeightFileError(path: path, .io, "cannot memory-map \(size) bytes: \(String(cString: strerror(errno)))")
-        }
+        let (raw, size) = try MappedFile.map(path, kind: "a .gguf file", format: "GGUF")
+        let map = UnsafeMutableRawPointer(mutating: raw)
         let header: Header
         do {
             header = try Self.parseHeader(UnsafeRawBufferPointer(start: map, count: size), path: path)

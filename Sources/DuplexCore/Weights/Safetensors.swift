@@ -90,29 +90,13 @@ public final class SafetensorsFile: @unchecked Sendable {
 
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else {
-            throw SafetensorsError(path: path, .io, "cannot open: \(String(cString: strerror(errno)))")
-        }
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            throw SafetensorsError(path: path, .io, "cannot stat: \(String(cString: strerror(errno)))")
-        }
-        guard (info.st_mode & S_IFMT) == S_IFREG else {
-            let what = (info.st_mode & S_IFMT) == S_IFDIR ? "a directory" : "not a regular file"
-            throw SafetensorsError(path: path, .io, "is \(what), expected a .safetensors file")
-        }
-        let size = Int(info.st_size)
+        let (raw, size) = try MappedFile.map(path, kind: "a .safetensors file", format: "safetensors")
+        let map = UnsafeMutableRawPointer(mutating: raw)
         fileSize = size
-        if size == 0 { throw SafetensorsError(path: path, .empty, "empty file (0 bytes): not a safetensors file") }
         if size < 8 {
+            munmap(map, size)
             throw SafetensorsError(path: path, .truncated, "file is \(size) bytes, too short for the 8-byte header length")
         }
-        guard let map = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), map != MAP_FAILED else {
-            throw SafetensorsError(path: path, .io, "cannot memory-map \(size) bytes: \(String(cString: strerror(errno)))")
-        }
-        let raw = UnsafeRawPointer(map)
         var ok = false
         defer { if !ok { munmap(map, size) } }
 
