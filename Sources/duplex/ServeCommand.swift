@@ -77,8 +77,8 @@ struct Serve: AsyncParsableCommand {
                 try (processor as? Session)?.fillContext(steps: context)
             }
             config.maxSessions = estimate.sessions
-            warn(String(format: "duplex serve: %.1f ms per frame at a full %d-step context → %d session%@ in real time (override with --max-sessions)",
-                        estimate.frameSeconds * 1000, context, estimate.sessions, estimate.sessions == 1 ? "" : "s"))
+            warn(String(format: "duplex serve: %.1f ms per frame at a full %d-step context (%@ KV cache) → %d session%@ in real time (override with --max-sessions)",
+                        estimate.frameSeconds * 1000, context, engine.kvCache.rawValue, estimate.sessions, estimate.sessions == 1 ? "" : "s"))
         }
         let server = ChatServer(model: chatModel, configuration: config)
         try await server.start()

@@ -3,6 +3,9 @@ import Foundation
 /// Causal multi-head self-attention with a fused Q|K|V in-projection and a ring KV cache,
 /// as Kyutai's `StreamingMultiheadAttention` (no biases, no GQA). With `weightsPerStep`, call
 /// number s of a stream uses projection set s (the depformer: one set per depth step).
+/// The ring stores what the state was made with (`KVCacheType`); a query attends through
+/// `CachedAttention` (its heads over the worker pool, straight from the storage type), except
+/// calls of several f32 steps (Mimi), which keep two sgemms per head.
 public final class StreamingAttention: Sendable {
     public let dim: Int
     public let numHeads: Int
