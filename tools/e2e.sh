@@ -180,7 +180,8 @@ c.pop("duplex")        # the weights are in the file now, not made up
 c["moshi_name"] = "model.gguf"
 json.dump(c, open(sys.argv[1] + "/config.json", "w"))
 PY
-    $duplex info --model "$work/q4/model.gguf" > "$work/qi.txt" 2>&1 && grep -q "layout:      candle" "$work/qi.txt" &&
+    $duplex info --scan --model "$work/q4/model.gguf" > "$work/qi.txt" 2>&1 && grep -q "layout:      candle" "$work/qi.txt" &&
+    grep -q "NaN/Inf:     none" "$work/qi.txt" &&
     $duplex bench-lm --model "$work/q4" --steps 3 --warmup 1 --no-floor --json > "$work/qb.json" 2>/dev/null &&
     python3 -c "import json,sys; r=json.load(open(sys.argv[1])); assert 'Q4_K' in r['weights'] and r['ms_per_step_median'] > 0, r" "$work/qb.json"
 }

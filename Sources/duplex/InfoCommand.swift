@@ -92,6 +92,17 @@ struct Info: ParsableCommand {
         print("  stored as:   \(formats)")
         if problems.isEmpty {
             print("  table:       Moshi LM for \(source): every entry present, nothing extra")
+            if scan {
+                let bar = ProgressBar("scanning")
+                let result = store.scanValues { bar.update($0 * 4, of: $1 * 4) }
+                bar.finish()
+                print("  values:      \(result.values) (dequantized as the model reads them), range [\(result.minimum), \(result.maximum)]")
+                if result.nanCount + result.infCount > 0 {
+                    print("  POISONED:    \(result.nanCount) NaN, \(result.infCount) Inf in \(result.badTensors.prefix(10).joined(separator: ", "))")
+                    throw ExitCode(3)
+                }
+                print("  NaN/Inf:     none")
+            }
         } else {
             print("  table:       Moshi LM for \(source): \(problems.count) problems")
             for p in problems.prefix(tensors ? Int.max : 10) { print("    \(p.message)") }

@@ -562,6 +562,43 @@ public final class WeightStore {
         return all
     }
 
+    /// Every value of every float or quantized tensor, dequantized row by row as the model would
+    /// read it (`duplex info --scan`): NaN/Inf counts, the range, the tensors holding non-finite
+    /// values (by the names the file uses). `progress(done, total)` in values.
+    public func scanValues(progress: (Int, Int) -> Void = { _, _ in }) -> ValueScan {
+        var scan = ValueScan()
+        let tensors = index.keys.sorted().compactMap { index[$0] }.filter { $0.type.isFloatingPoint || $0.type.isQuantized }
+        let total = tensors.reduce(0) { $0 + $1.elementCount }
+        var done = 0
+        for t in tensors {
+            var bad = false
+            for i in t.parts.indices {
+                let m = t.matrix(part: i)
+                var row = [Float](repeating: 0, count: m.cols)
+                row.withUnsafeMutableBufferPointer { r in
+                    for rIndex in 0..<m.rows {
+                        m.copyRow(rIndex, into: r.baseAddress!)
+                        for v in r {
+                            if v.isFinite {
+                                scan.minimum = min(scan.minimum, v)
+                                scan.maximum = max(scan.maximum, v)
+                            } else {
+                                if v.isNaN { scan.nanCount += 1 } else { scan.infCount += 1 }
+                                bad = true
+                            }
+                        }
+                        done += m.cols
+                        if rIndex % 256 == 0 { progress(done, total) }
+                    }
+                }
+            }
+            scan.values += t.elementCount
+            if bad { scan.badTensors.append(t.fileNames) }
+        }
+        progress(total, total)
+        return scan
+    }
+
     /// How many tensors (table entries, once `expect` ran) are stored in each type.
     /// (MLX codes not yet matched to a table entry, whose bit width is still open, count as "MLX".)
     public var storedTypes: [String: Int] {
