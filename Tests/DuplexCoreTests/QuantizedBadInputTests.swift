@@ -134,3 +134,34 @@ extension QuantizedBadInputTests {
         }
     }
 }
+
+extension QuantizedBadInputTests {
+    /// A Q8_0 block scale of NaN inside a GGUF: the load does not read every block (the file is
+    /// mapped and used as stored), so `info --scan` finds it by name and a step that reaches it
+    /// stops with the non-finite-logits error rather than answering.
+    func testNaNBlockScaleIsFoundByTheScanAndStopsTheModel() throws {
+        let source = try GGUFFile(path: try requireFixture("lm_quant_candle_q8.gguf", generator: "quant_lm"))
+        let victim = "text_linear.weight"
+        let path = temporary("nanblock.gguf")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let tensors = source.names.map { GGUFWriter.Tensor(name: $0, type: source.entries[$0]!.type, shape: source.entries[$0]!.shape) }
+        try GGUFWriter.write(path: path, tensors: tensors) { i, sink in
+            let e = source.entries[source.names[i]]!
+            var bytes = [UInt8](source.bytes(e))
+            if e.name == victim { bytes[0] = 0x00; bytes[1] = 0x7E }   // f16 NaN as the first block's d
+            try bytes.withUnsafeBytes { try sink($0) }
+        }
+        let store = try WeightStore(path: path)
+        let config = try QuantizedLayoutTests.records().config
+        let model = LMModel(store: store, config: config)
+        try store.finish()
+        let scan = store.scanValues()
+        XCTAssertEqual(scan.nanCount, 32, "one block of 32 values")
+        XCTAssertEqual(scan.badTensors, [victim])
+        let gen = LMGen(model: model, sampling: .greedy)
+        var state = gen.makeState()
+        XCTAssertThrowsError(try gen.step(userCodes: [Int32](repeating: 1, count: config.userStreams), state: &state)) { error in
+            XCTAssertTrue("\(error)".contains("NaN"), "\(error)")
+        }
+    }
+}
