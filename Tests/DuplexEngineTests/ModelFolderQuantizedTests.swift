@@ -32,7 +32,7 @@ final class ModelFolderQuantizedTests: XCTestCase {
         let dir = try folder("duplex")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var c = LMConfig()
-        c.dim = 64; c.numHeads = 2; c.numLayers = 1; c.context = 8; c.textCard = 40; c.textCardOut = 40; c.card = 32
+        c.dim = 64; c.numHeads = 2; c.numLayers = 1; c.hiddenScale = 3; c.context = 8; c.textCard = 40; c.textCardOut = 40; c.card = 32
         c.depformerDim = 32; c.depformerNumHeads = 2; c.depformerNumLayers = 1; c.depformerDimFeedforward = 96
         _ = try LMGGUFExport.write(store: WeightStore(randomSeed: 3), config: c, recipe: .uniform(.q8_0), to: dir + "/model.gguf")
         let f = try ModelFolder(dir)
