@@ -97,3 +97,32 @@ final class QuantizeExportTests: XCTestCase {
         XCTAssertNil(QuantizeRecipe.uniform(.q4_K).type(for: TensorSpec("n.alpha", [1, 1, 96], .norm, role: "t"), table: table))
     }
 }
+
+extension QuantizeExportTests {
+    /// The CI fixture of Kyutai's LM (dim 64, depformer 32: widths only the 32-value formats fit),
+    /// quantized at load against itself as stored (bf16), teacher-forced over its 40 calls.
+    func testTinyFixtureQuality() throws {
+        let file = try loadFixture("lm_tiny")
+        let config = try LMConfig(kyutaiConfigJSON: Data(file.metadata["config"]!.utf8))
+        func model(_ recipe: QuantizeRecipe?) throws -> LMModel {
+            let store = try WeightStore(files: [file])
+            store.quantizeRecipe = recipe
+            let m = LMModel(store: store, config: config)
+            try store.finish(allowUnused: { $0.hasPrefix("fixture.") })
+            return m
+        }
+        let reference = try model(nil)
+        let (shape, values) = try file.intTensor("fixture.user_codes")
+        let calls = shape[1]
+        let codes = (0..<calls).flatMap { t in (0..<shape[0]).map { Int32(values[$0 * calls + t]) } }
+        var text: [String: Double] = [:]
+        for (name, bound) in [("q8_0", 0.06), ("iq4_nl", 0.6), ("q4_0", 0.6)] {
+            let q = try model(QuantizeRecipe.lm(named: name))
+            let heads = try QuantizationQuality.teacherForced(reference: reference, candidate: q, userCodes: codes, steps: calls)
+            print("lm_tiny \(name): " + heads.map { String(format: "%@ %.4f/%.2f", $0.name, $0.relativeError, $0.top1Agreement) }.joined(separator: ", "))
+            for h in heads { XCTAssertLessThanOrEqual(h.relativeError, bound, "\(name) \(h.name)") }
+            text[name] = heads[0].relativeError
+        }
+        XCTAssertLessThan(text["q8_0"]!, text["q4_0"]!)
+    }
+}
