@@ -45,7 +45,7 @@ final class ModelFolderQuantizedTests: XCTestCase {
     func testPyTorchFolderIsPreferredAndNamed() throws {
         let dir = try folder("both")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        for name in ["model.safetensors", "model.q8.gguf"] { FileManager.default.createFile(atPath: dir + "/" + name, contents: Data()) }
+        for name in ["model.safetensors", "model.q8.gguf"] { XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/" + name, contents: Data())) }
         XCTAssertEqual(try ModelFolder(dir).lmPath, dir + "/model.safetensors")
     }
 }
