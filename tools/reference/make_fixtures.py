@@ -2,7 +2,7 @@
 """Writes the reference fixtures the Swift tests compare against, by running Kyutai's `moshi`
 package (pinned in setup_venv.sh) with fixed seeds.
 
-Usage:  tools/reference/make_fixtures.py [ops|dtypes|transformer|mimi|mimi_long|lm|tokenizer|names|gguf|quant|quant_lm|all ...]
+Usage:  tools/reference/make_fixtures.py [ops|dtypes|transformer|mimi|mimi_long|lm|lm_module_form|tokenizer|names|gguf|quant|quant_lm|all ...]
         (run through the venv: "$(tools/reference/setup_venv.sh)" tools/reference/make_fixtures.py all)
 
 Each fixture is a safetensors file under Tests/DuplexCoreTests/Fixtures/ whose metadata carries
@@ -33,6 +33,7 @@ GENERATORS = {
     "mimi": "fixtures_mimi",
     "mimi_long": "fixtures_mimi_long",
     "lm": "fixtures_lm",
+    "lm_module_form": "fixtures_lm_module_form",
     "tokenizer": "fixtures_tokenizer",
     "names": "fixtures_names",
     "gguf": "fixtures_gguf",

@@ -52,13 +52,34 @@ public enum LMTensorNames {
     // MARK: other layouts of the same tensors
 
     /// Which layout a file's tensor names are in: candle's (`depformer.0.linear_in.weight`),
-    /// MLX's (`depformer.slices.0.linear_in.…`), else Kyutai's PyTorch names.
+    /// MLX's (`depformer.slices.0.linear_in.…`), PyTorch's module form
+    /// (`self_attn.in_projs.0.weight`), else Kyutai's released (legacy) names.
     public static func layout(ofNames names: some Sequence<String>, config c: LMConfig) -> TensorLayout {
+        var moduleForm = false
         for n in names {
             if n.hasPrefix("depformer.slices.") || n.hasPrefix("audio_embs.") { return mlxLayout(c) }
             if n.hasPrefix("depformer.0.") { return candleLayout(c) }
+            if n.contains(".self_attn.in_projs.") || n.contains(".self_attn.out_projs.") { moduleForm = true }
         }
-        return .kyutai
+        return moduleForm ? moduleFormLayout(c) : .kyutai
+    }
+
+    /// What `LMModel.state_dict()` saves in moshi 0.2.13 (moshi-finetune outputs, anything saved
+    /// since 2025): the attention projections under their module names, one per weight set —
+    /// `self_attn.in_projs.{s}.weight` [3·dim, dim] and `out_projs.{s}.weight` [dim, dim], s < 1
+    /// for the temporal transformer and < dep_q for the depformer — which Kyutai's load hook
+    /// also accepts; every other name is the released files' own.
+    public static func moduleFormLayout(_ c: LMConfig) -> TensorLayout {
+        TensorLayout(name: "PyTorch module-form") { spec in
+            let n = spec.name
+            let sets = n.hasPrefix("depformer.") ? c.depQ : 1
+            for (legacy, module) in [("self_attn.in_proj_weight", "self_attn.in_projs."), ("self_attn.out_proj.weight", "self_attn.out_projs.")]
+            where n.hasSuffix(legacy) {
+                let prefix = String(n.dropLast(legacy.count)) + module
+                return .stacked((0..<sets).map { prefix + "\($0).weight" })
+            }
+            return .one(n)
+        }
     }
 
     /// Kyutai's Rust/candle files (`kyutai/moshiko-candle-q8` `model.q8.gguf`, `-candle-bf16`,
