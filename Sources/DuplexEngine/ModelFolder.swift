@@ -97,14 +97,24 @@ public struct ModelFolder: Sendable {
         self.notes = notes
     }
 
-    public func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
+    public func file(_ name: String) -> String { (path as NSString).appendingPathComponent(Self.localName(name)) }
+
+    /// A config's file name as it lies in the folder: Kyutai's configs may name files on the Hub
+    /// (`hf://owner/repo/file`, as the STT and later repos do), which a downloaded repo holds as
+    /// `file`; a name without the scheme is used as it is.
+    public static func localName(_ name: String) -> String {
+        guard name.hasPrefix("hf://") else { return name }
+        let parts = name.dropFirst("hf://".count).split(separator: "/", omittingEmptySubsequences: false)
+        return parts.count > 2 ? parts.dropFirst(2).joined(separator: "/") : String(parts.last ?? "")
+    }
 
     /// Path of a file the model needs, or an error saying which one is missing and what it is.
     public func require(_ name: String, _ role: String) throws -> String {
         let full = file(name)
         guard FileManager.default.fileExists(atPath: full) else {
             let present = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted()
-            throw ModelError("model folder \(path) has no \(name) (\(role)). It holds: "
+            let hub = name.hasPrefix("hf://") ? " (config.json names \(name); download that repo and put \(Self.localName(name)) here)" : ""
+            throw ModelError("model folder \(path) has no \(Self.localName(name)) (\(role))\(hub). It holds: "
                              + (present.isEmpty ? "nothing" : present.joined(separator: ", "))
                              + ". Expected Kyutai's layout (e.g. kyutai/moshiko-pytorch-bf16).")
         }

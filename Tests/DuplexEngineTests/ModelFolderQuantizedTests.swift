@@ -49,3 +49,23 @@ final class ModelFolderQuantizedTests: XCTestCase {
         XCTAssertEqual(try ModelFolder(dir).lmPath, dir + "/model.safetensors")
     }
 }
+
+extension ModelFolderQuantizedTests {
+    /// Kyutai's later configs name files on the Hub; a downloaded repo holds them by file name.
+    func testHubNamesResolveToFilesInTheFolder() throws {
+        XCTAssertEqual(ModelFolder.localName("hf://kyutai/stt-1b-en_fr/mimi-pytorch-e351c8d8@125.safetensors"),
+                       "mimi-pytorch-e351c8d8@125.safetensors")
+        XCTAssertEqual(ModelFolder.localName("hf://kyutai/repo/sub/dir/file.model"), "sub/dir/file.model")
+        XCTAssertEqual(ModelFolder.localName("model.safetensors"), "model.safetensors")
+        let dir = try folder("hub")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Data(#"{"mimi_name": "hf://kyutai/moshiko-pytorch-bf16/codec.safetensors", "tokenizer_name": "hf://kyutai/x/tok.model"}"#.utf8)
+            .write(to: URL(fileURLWithPath: dir + "/config.json"))
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/codec.safetensors", contents: Data()))
+        let f = try ModelFolder(dir)
+        XCTAssertEqual(try f.mimiPath, dir + "/codec.safetensors")
+        XCTAssertThrowsError(try f.tokenizerPath) { error in
+            XCTAssertTrue("\(error)".contains("tok.model") && "\(error)".contains("hf://kyutai/x/tok.model"), "\(error)")
+        }
+    }
+}
