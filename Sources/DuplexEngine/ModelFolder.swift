@@ -71,6 +71,9 @@ public struct ModelFolder: Sendable {
             }
             self.config = config
             hasConfigJSON = true
+            if config.loraDeclared {
+                notes.append("\(configPath) says lora: true; the LM is loaded as merged weights (a file that still holds LoRA tensors is refused)")
+            }
             if !config.ignoredKeys.isEmpty {
                 notes.append("\(configPath): keys not used by duplex: \(config.ignoredKeys.joined(separator: ", "))")
             }

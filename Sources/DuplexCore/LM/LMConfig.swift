@@ -41,6 +41,8 @@ public struct LMConfig: Sendable, Equatable {
     public var tokenizerName = "tokenizer_spm_32k_3.model"
     /// Sampling defaults a repository ships (`lm_gen_config`: temp, temp_text, top_k, top_k_text).
     public var lmGenConfig: [String: Double] = [:]
+    /// config.json said `lora: true` (its weights may still be merged; the file decides).
+    public var loraDeclared = false
     /// Keys of config.json this implementation does not interpret (reported, not fatal).
     public var ignoredKeys: [String] = []
 

@@ -89,7 +89,13 @@ extension LMConfig {
         try reader.expect("norm_emb", equals: false, why: "embedding norms are not implemented")
         try reader.expect("demux_second_text_stream", equals: false, why: "a second text stream is not implemented")
         try reader.expect("cross_attention", equals: false, why: "cross-attention is not implemented")
-        try reader.expect("lora", equals: false, why: "LoRA adapters are not implemented (merge them first)")
+        // moshi-finetune writes `lora: true` even beside merged weights: whether LoRA tensors are
+        // really there is judged from the file at load (`LMModel.refuseForeignFormats`).
+        loraDeclared = try reader.bool("lora") ?? false
+        if let name = try reader.string("lora_name"), !name.isEmpty {
+            throw LMConfigError(key: "lora_name", message: "names LoRA weights to apply on top (\(name)); applying adapters at load is "
+                + "not implemented: merge them into the model first (moshi's replace_lora_with_linear)", source: source)
+        }
         try reader.expect("quantize", equals: false, why: "bitsandbytes int8 checkpoints are not supported")
         try reader.expectNull("conditioners", why: "conditioning (Hibiki, TTS) is not implemented", allowEmpty: true)
         try reader.expectNull("fuser", why: "conditioning (Hibiki, TTS) is not implemented", allowEmpty: true)

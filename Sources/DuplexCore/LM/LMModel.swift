@@ -101,6 +101,10 @@ public final class LMModel: Sendable {
                 + "kyutai/moshiko-pytorch-q8), which duplex does not run; use the candle q8 GGUF (kyutai/moshiko-candle-q8), "
                 + "MLX q4/q8 files, or the bf16 checkpoint with --quantize q8")
         }
+        if let lora = names.first(where: { $0.contains(".lora_A.") || $0.contains(".lora_B.") || $0.contains(".frozen_W.") }) {
+            throw SafetensorsError(path: path, .unexpectedTensor, "holds unmerged LoRA tensors (\(lora), …): duplex runs merged weights; "
+                + "merge the adapters into the model first (moshi's replace_lora_with_linear, or moshi-finetune's merged export)")
+        }
         if let arch = store.ggufArchitecture, arch != "moshi" {
             throw SafetensorsError(path: path, .unexpectedTensor, "is a GGUF of architecture \"\(arch)\", not a Moshi LM "
                 + "(Kyutai's candle files carry no architecture; duplex's say \"moshi\")")
