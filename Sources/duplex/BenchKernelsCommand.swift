@@ -44,6 +44,10 @@ struct BenchKernels: ParsableCommand {
                 let gbs = benchParallel(rows: r, cols: c, bf16: true)
                 print(row("matvec bf16 (duplex pool)", "\(r)×\(c)", t, String(format: "%7.1f GB/s", gbs)))
             }
+            for (r, c) in matvecShapes where wanted("matvec") {
+                let gbs = benchF16(rows: r, cols: c)
+                print(row("matvec f16 (duplex pool)", "\(r)×\(c)", t, String(format: "%7.1f GB/s", gbs)))
+            }
             for (heads, headDim, slots, layers) in attentionShapes where wanted("attention") {
                 for type in KVCacheType.allCases {
                     let (us, gbs) = benchAttention(type, heads: heads, headDim: headDim, slots: slots, layers: layers)
@@ -118,6 +122,14 @@ struct BenchKernels: ParsableCommand {
             y.withUnsafeMutableBufferPointer { yp in ParallelMatvec.f32(w, x, yp.baseAddress!, rows: rows, cols: cols) }
         }
         return Double(rows * cols * 4) / s / 1e9
+    }
+
+    private func benchF16(rows: Int, cols: Int) -> Double {
+        let x = random(cols)
+        var y = [Float](repeating: 0, count: rows)
+        let w = random(rows * cols).map(HalfPrecision.floatToF16)
+        let s = time { y.withUnsafeMutableBufferPointer { yp in ParallelMatvec.f16(w, x, yp.baseAddress!, rows: rows, cols: cols) } }
+        return Double(rows * cols * 2) / s / 1e9
     }
 
     /// One query over full rings: the default model's heads (4×64) and the 7B's (32×128), at a

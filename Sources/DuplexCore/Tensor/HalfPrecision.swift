@@ -40,7 +40,14 @@ public enum HalfPrecision {
         while i < count { dst[i] = bf16ToFloat(src[i]); i += 1 }
     }
 
+    /// Bulk f16 -> f32, 8 lanes at a time (F16C's vcvtph2ps on x86-64).
     public static func convertF16(_ src: UnsafePointer<UInt16>, to dst: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count { dst[i] = f16ToFloat(src[i]) }
+        var i = 0
+        while i + 8 <= count {
+            let h = UnsafeRawPointer(src + i).loadUnaligned(as: SIMD8<Float16>.self)
+            UnsafeMutableRawPointer(dst + i).storeBytes(of: SIMD8<Float>(h), as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count { dst[i] = f16ToFloat(src[i]); i += 1 }
     }
 }

@@ -23,6 +23,13 @@ public enum ParallelMatvec {
                  bytes: rows * cols * 2, task: bf16Task, inline: bf16Rows)
     }
 
+    /// y[rows] (+)= W[rows, cols] · x[cols], W as IEEE f16 bits (fp16 checkpoints, kept at 2 bytes).
+    public static func f16(_ w: UnsafePointer<UInt16>, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                           rows: Int, cols: Int, accumulate: Bool = false) {
+        dispatch(Job(w: UnsafeRawPointer(w), x: x, y: y, rows: rows, cols: cols, accumulate: accumulate, split: nil),
+                 bytes: rows * cols * 2, task: f16Task, inline: f16Rows)
+    }
+
     /// y[rows] (+)= W[rows, cols] · x[cols], W as Float32.
     public static func f32(_ w: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
                            rows: Int, cols: Int, accumulate: Bool = false) {
@@ -97,6 +104,11 @@ public enum ParallelMatvec {
         ParallelMatvec.bf16Rows(job, ParallelMatvec.chunkRows(job, chunk))
     }
 
+    private static let f16Task: WorkerPool.Task = { context, chunk in
+        let job = context.load(as: Job.self)
+        ParallelMatvec.f16Rows(job, ParallelMatvec.chunkRows(job, chunk))
+    }
+
     private static let f32Task: WorkerPool.Task = { context, chunk in
         let job = context.load(as: Job.self)
         ParallelMatvec.f32Rows(job, ParallelMatvec.chunkRows(job, chunk))
@@ -164,6 +176,35 @@ public enum ParallelMatvec {
             var c = 2 * p
             while c < cols {
                 sum += HalfPrecision.bf16ToFloat(w[r * cols + c]) * x[c]
+                c += 1
+            }
+            y[r] = accumulate ? y[r] + sum : sum
+        }
+    }
+
+    private static func f16Rows(_ job: Job, _ range: Range<Int>) {
+        f16Rows(job.w.assumingMemoryBound(to: UInt16.self), job.x, job.y, rows: range, cols: job.cols, accumulate: job.accumulate)
+    }
+
+    /// The f16 kernel: 16 weights a step widened by the hardware conversion (F16C on x86-64),
+    /// two independent accumulators.
+    static func f16Rows(_ w: UnsafePointer<UInt16>, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                        rows: Range<Int>, cols: Int, accumulate: Bool) {
+        let xr = UnsafeRawPointer(x)
+        for r in rows {
+            let row = UnsafeRawPointer(w + r * cols)
+            var a0 = SIMD8<Float>(), a1 = SIMD8<Float>()
+            var c = 0
+            while c + 16 <= cols {
+                a0 += SIMD8<Float>(row.loadUnaligned(fromByteOffset: 2 * c, as: SIMD8<Float16>.self))
+                    * xr.loadUnaligned(fromByteOffset: 4 * c, as: SIMD8<Float>.self)
+                a1 += SIMD8<Float>(row.loadUnaligned(fromByteOffset: 2 * c + 16, as: SIMD8<Float16>.self))
+                    * xr.loadUnaligned(fromByteOffset: 4 * c + 32, as: SIMD8<Float>.self)
+                c += 16
+            }
+            var sum = (a0 + a1).sum()
+            while c < cols {
+                sum += HalfPrecision.f16ToFloat(w[r * cols + c]) * x[c]
                 c += 1
             }
             y[r] = accumulate ? y[r] + sum : sum

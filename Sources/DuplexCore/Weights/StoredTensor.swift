@@ -85,6 +85,8 @@ struct StoredTensor: @unchecked Sendable {
         switch type {
         case .plain(.bf16) where Int(bitPattern: p.data.baseAddress) % 2 == 0:
             return WeightMatrix(rows: p.rows, cols: cols, storage: .bf16(p.data.baseAddress!.assumingMemoryBound(to: UInt16.self)), owner: owner)
+        case .plain(.f16) where Int(bitPattern: p.data.baseAddress) % 2 == 0:
+            return WeightMatrix(rows: p.rows, cols: cols, storage: .f16(p.data.baseAddress!.assumingMemoryBound(to: UInt16.self)), owner: owner)
         case .plain(.f32) where Int(bitPattern: p.data.baseAddress) % 4 == 0:
             return WeightMatrix(rows: p.rows, cols: cols, storage: .f32(p.data.baseAddress!.assumingMemoryBound(to: Float.self)), owner: owner)
         case .plain(let d):
@@ -171,22 +173,23 @@ extension WeightMatrix {
         precondition(!pieces.isEmpty && pieces.allSatisfy { $0.cols == pieces[0].cols && $0.formatName == pieces[0].formatName })
         let rows = pieces.reduce(0) { $0 + $1.rows }, cols = pieces[0].cols
         switch pieces[0].storage {
-        case .f32, .bf16:
+        case .f32, .bf16, .f16:
             let elementBytes = pieces[0].byteCount / max(1, pieces[0].rows * cols)
             let box = ByteBox(count: rows * cols * elementBytes)
             var offset = 0
             for p in pieces {
                 switch p.storage {
                 case .f32(let w): (box.pointer + offset).copyMemory(from: w, byteCount: p.byteCount)
-                case .bf16(let w): (box.pointer + offset).copyMemory(from: w, byteCount: p.byteCount)
+                case .bf16(let w), .f16(let w): (box.pointer + offset).copyMemory(from: w, byteCount: p.byteCount)
                 case .quantized: preconditionFailure()
                 }
                 offset += p.byteCount
             }
-            if elementBytes == 4 {
-                self.init(rows: rows, cols: cols, storage: .f32(UnsafePointer(box.pointer.assumingMemoryBound(to: Float.self))), owner: box)
-            } else {
-                self.init(rows: rows, cols: cols, storage: .bf16(UnsafePointer(box.pointer.assumingMemoryBound(to: UInt16.self))), owner: box)
+            let halves = UnsafePointer(box.pointer.assumingMemoryBound(to: UInt16.self))
+            switch pieces[0].storage {
+            case .f32: self.init(rows: rows, cols: cols, storage: .f32(UnsafePointer(box.pointer.assumingMemoryBound(to: Float.self))), owner: box)
+            case .f16: self.init(rows: rows, cols: cols, storage: .f16(halves), owner: box)
+            default: self.init(rows: rows, cols: cols, storage: .bf16(halves), owner: box)
             }
         case .quantized(var m, let type):
             let rowBytes = m.row_bytes

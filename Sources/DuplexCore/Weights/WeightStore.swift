@@ -8,6 +8,8 @@ public struct WeightMatrix: @unchecked Sendable {
     public enum Storage {
         case f32(UnsafePointer<Float>)
         case bf16(UnsafePointer<UInt16>)
+        /// IEEE half precision, as fp16 checkpoints store it (kept at 2 bytes, widened in the kernel).
+        case f16(UnsafePointer<UInt16>)
         /// The C kernels' description of the matrix (pointers into the map or an owned buffer).
         case quantized(cq_matrix, QuantType)
     }
@@ -34,7 +36,7 @@ public struct WeightMatrix: @unchecked Sendable {
     public var byteCount: Int {
         switch storage {
         case .f32: return rows * cols * 4
-        case .bf16: return rows * cols * 2
+        case .bf16, .f16: return rows * cols * 2
         case .quantized(let m, let type):
             var bytes = rows * m.row_bytes
             if case .mlx(_, let group) = type { bytes += 2 * 2 * rows * (cols / group) }
@@ -53,6 +55,7 @@ public struct WeightMatrix: @unchecked Sendable {
         switch storage {
         case .f32: "F32"
         case .bf16: "BF16"
+        case .f16: "F16"
         case .quantized(_, let t): t.description
         }
     }
@@ -64,6 +67,7 @@ public struct WeightMatrix: @unchecked Sendable {
         switch storage {
         case .f32(let w): ParallelMatvec.f32(w, x, y, rows: rows, cols: cols, accumulate: accumulate)
         case .bf16(let w): ParallelMatvec.bf16(w, x, y, rows: rows, cols: cols, accumulate: accumulate)
+        case .f16(let w): ParallelMatvec.f16(w, x, y, rows: rows, cols: cols, accumulate: accumulate)
         case .quantized(let m, _): ParallelMatvec.quantized(m, x, y, accumulate: accumulate)
         }
     }
@@ -74,6 +78,7 @@ public struct WeightMatrix: @unchecked Sendable {
         switch storage {
         case .f32(let w): out.update(from: w + r * cols, count: cols)
         case .bf16(let w): HalfPrecision.convertBF16(w + r * cols, to: out, count: cols)
+        case .f16(let w): HalfPrecision.convertF16(w + r * cols, to: out, count: cols)
         case .quantized(var m, _): cq_dequantize_row(&m, Int32(r), out)
         }
     }
@@ -636,6 +641,8 @@ extension WeightMatrix {
             return WeightMatrix(rows: range.count, cols: cols, storage: .f32(p + range.lowerBound * cols), owner: owner)
         case .bf16(let p):
             return WeightMatrix(rows: range.count, cols: cols, storage: .bf16(p + range.lowerBound * cols), owner: owner)
+        case .f16(let p):
+            return WeightMatrix(rows: range.count, cols: cols, storage: .f16(p + range.lowerBound * cols), owner: owner)
         case .quantized(var m, let type):
             m.rows = Int32(range.count)
             m.data += range.lowerBound * m.row_bytes
@@ -661,7 +668,7 @@ extension WeightMatrix {
             Kernels.matmulWeightStream(x, w, y, m: steps, n: rows, k: cols, accumulate: accumulate)
         case .f32(let w):
             Kernels.matmul(x, w, y, m: steps, n: rows, k: cols, transposeB: true, accumulate: accumulate)
-        case .bf16, .quantized:
+        case .bf16, .f16, .quantized:
             for t in 0..<steps { apply(x + t * cols, into: y + t * rows, accumulate: accumulate) }
         }
     }
