@@ -124,6 +124,12 @@ public struct LMConfig: Sendable, Equatable {
         guard depQ >= 1 && depQ <= nQ else {
             throw fail("dep_q", "\(depQ) not supported: this engine needs a depformer (1 ≤ dep_q ≤ n_q = \(nQ))")
         }
+        guard depQ < nQ else {
+            // PersonaPlex's layout: its 16 depformer steps generate the user's codebooks too, and
+            // its prompt phase is what drives them; run as Moshi it would hear nothing.
+            throw fail("dep_q", "\(depQ) = n_q: every stream is generated (PersonaPlex's layout), so no user audio would reach "
+                + "the model; duplex has no PersonaPlex mode yet and refuses rather than run it with zero user streams")
+        }
         guard delays.count == 1 + nQ else {
             throw fail("delays", "has \(delays.count) entries, expected 1 + n_q = \(1 + nQ)")
         }
