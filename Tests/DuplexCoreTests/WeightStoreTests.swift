@@ -106,8 +106,10 @@ final class WeightStoreTests: XCTestCase {
         XCTAssertEqual(bf16.byteCount, 24)
         XCTAssertEqual(bf16.toTensor(), b, "these values are exact in bf16")
 
+        // fp16 stays at 2 bytes in the map too (a 7B in f16 would be 30 GB widened).
         let f16 = store.matrix("layer.half", shape: [4, 3])
-        guard case .f32 = f16.storage else { return XCTFail("f16 should be widened to f32") }
+        guard case .f16(let ph) = f16.storage else { return XCTFail("f16 should stay in the map, is \(f16.storage)") }
+        XCTAssertEqual(UnsafeRawPointer(ph), mapped("layer.half"), "f16 should stay in the map")
         XCTAssertEqual(f16.toTensor(), b)
 
         // Shapes are viewed as rows × (product of the rest): a [5] vector is a 5×1 matrix.
