@@ -20,6 +20,9 @@ struct Info: ParsableCommand {
     @Flag(help: "List every tensor against the model's tensor table: name, shape, dtype, role.")
     var tensors = false
 
+    @Flag(help: "Do not hash weight files to recognise which release they are (a first hash reads the whole file; it is cached as FILE.sha256).")
+    var noHash = false
+
     func run() throws {
         guard let model else {
             printSystem()
@@ -163,7 +166,10 @@ struct Info: ParsableCommand {
                 failures += 1
             }
         }
-        for t in files where t.hasSuffix(".model") { print("  tokenizer: \(t)") }
+        for t in files where t.hasSuffix(".model") {
+            print("  tokenizer: \(t)")
+            identify((path as NSString).appendingPathComponent(t))
+        }
         if failures > 0 {
             throw CLIError("\(failures) of \(weights.count) weight files in \(path) could not be read")
         }
@@ -179,7 +185,27 @@ struct Info: ParsableCommand {
         }
     }
 
+    /// Which release the file is, by its SHA-256 (hashed once, then cached beside it).
+    private func identify(_ path: String) {
+        guard !noHash else { return }
+        let size = ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
+        let bar = ProgressBar("hashing \((path as NSString).lastPathComponent) once to recognise it (cached as .sha256)", delay: 0)
+        guard let (hex, cached) = try? FileHash.sha256(file: path, progress: { bar.update($0, of: $1) }) else {
+            bar.finish()
+            print("  identity:    could not hash the file")
+            return
+        }
+        bar.finish()
+        let how = cached ? "cached" : "hashed now"
+        if let known = KnownFile.identify(sha256: hex, size: size) {
+            print("  identity:    \(known.what) — \(known.repo) (sha256 \(hex.prefix(16))…, \(how))")
+        } else {
+            print("  identity:    not a release duplex knows (sha256 \(hex.prefix(16))…, \(how))")
+        }
+    }
+
     private func describeFile(_ path: String, lmConfig: (LMConfig, String)?) throws {
+        defer { identify(path) }
         if path.hasSuffix(".gguf") { return try describeQuantizedLM(path, lmConfig: lmConfig) }
         let file = try SafetensorsFile(path: path)
         if file.entries.keys.contains(where: { $0.hasPrefix("depformer.slices.") || $0.hasPrefix("depformer.0.") }) {
