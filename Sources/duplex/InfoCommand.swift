@@ -204,8 +204,13 @@ struct Info: ParsableCommand {
         }
     }
 
+    /// A weight file described, then (if it reads) recognised by its hash.
     private func describeFile(_ path: String, lmConfig: (LMConfig, String)?) throws {
-        defer { identify(path) }
+        try describeContents(path, lmConfig: lmConfig)
+        identify(path)
+    }
+
+    private func describeContents(_ path: String, lmConfig: (LMConfig, String)?) throws {
         if path.hasSuffix(".gguf") { return try describeQuantizedLM(path, lmConfig: lmConfig) }
         let file = try SafetensorsFile(path: path)
         if file.entries.keys.contains(where: { $0.hasPrefix("depformer.slices.") || $0.hasPrefix("depformer.0.") }) {
