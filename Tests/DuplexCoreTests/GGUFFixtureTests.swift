@@ -89,7 +89,7 @@ final class GGUFFixtureTests: XCTestCase {
             XCTAssertEqual(entry.type.name, t.type, t.name)
             XCTAssertEqual(entry.shape, t.shape, t.name)
             XCTAssertEqual(entry.range, t.offset..<(t.offset + t.bytes), t.name)
-            XCTAssertEqual(sha256Hex(f.bytes(entry)), t.sha256, "\(t.name): bytes differ from what the generator wrote")
+            XCTAssertEqual(FileHash.sha256(of: f.bytes(entry)), t.sha256, "\(t.name): bytes differ from what the generator wrote")
         }
     }
 
@@ -125,12 +125,5 @@ final class GGUFFixtureTests: XCTestCase {
             XCTAssertEqual(written.count, bytes.count, fixture)
             XCTAssertTrue(written == bytes, "\(fixture): first difference at byte \(zip(written, bytes).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? -1)")
         }
-    }
-
-    func testSHA256() {
-        XCTAssertEqual(sha256Hex(Array("abc".utf8)), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
-        XCTAssertEqual(sha256Hex([]), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
-        XCTAssertEqual(sha256Hex(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)),
-                       "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
     }
 }

@@ -79,23 +79,7 @@ final class GGUFTests: XCTestCase {
     @discardableResult
     private func assertFails(path: String, _ kind: WeightFileError.Kind, mentions: [String] = [],
                              file: StaticString = #filePath, line: UInt = #line) -> WeightFileError? {
-        do {
-            let f = try GGUFFile(path: path)
-            XCTFail("opened \(path) (\(f.entries.count) tensors), expected a \(kind) error", file: file, line: line)
-            return nil
-        } catch let error as WeightFileError {
-            XCTAssertTrue(error.kinds.contains(kind), "kinds \(error.kinds), expected \(kind): \(error)", file: file, line: line)
-            XCTAssertEqual(error.path, path, file: file, line: line)
-            let text = error.description
-            XCTAssertTrue(text.hasPrefix(path), "message should start with the path: \(text)", file: file, line: line)
-            for m in mentions {
-                XCTAssertTrue(text.contains(m), "message should mention \"\(m)\": \(text)", file: file, line: line)
-            }
-            return error
-        } catch {
-            XCTFail("unexpected error type \(type(of: error)): \(error)", file: file, line: line)
-            return nil
-        }
+        assertOpenFails(path, kind, mentions: mentions, open: { try GGUFFile(path: $0).entries.count }, file: file, line: line)
     }
 
     private func parse(_ bytes: [UInt8]) throws -> GGUFFile.Header {

@@ -101,3 +101,27 @@ func streamingEncode(_ mimi: Mimi, _ audio: [Float], codebooks n: Int) -> (laten
     }
     return (latent, frameMajor, state)
 }
+
+/// Opens `path` with `open` (a weight-file reader), expecting a failure of `kind` whose message
+/// starts with the path and mentions every string of `mentions`.
+@discardableResult
+func assertOpenFails(_ path: String, _ kind: WeightFileError.Kind, mentions: [String] = [], open: (String) throws -> Int,
+                     file: StaticString = #filePath, line: UInt = #line) -> WeightFileError? {
+    do {
+        let tensors = try open(path)
+        XCTFail("opened \(path) (\(tensors) tensors), expected a \(kind) error", file: file, line: line)
+        return nil
+    } catch let error as WeightFileError {
+        XCTAssertTrue(error.kinds.contains(kind), "kinds \(error.kinds), expected \(kind): \(error)", file: file, line: line)
+        XCTAssertEqual(error.path, path, file: file, line: line)
+        let text = error.description
+        XCTAssertTrue(text.hasPrefix(path), "message should start with the path: \(text)", file: file, line: line)
+        for m in mentions {
+            XCTAssertTrue(text.contains(m), "message should mention \"\(m)\": \(text)", file: file, line: line)
+        }
+        return error
+    } catch {
+        XCTFail("unexpected error type \(type(of: error)): \(error)", file: file, line: line)
+        return nil
+    }
+}

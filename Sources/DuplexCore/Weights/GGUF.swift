@@ -201,14 +201,16 @@ public final class GGUFFile: @unchecked Sendable {
     public static let maxArrayDepth = 8
 
     public let path: String
-    public let version: Int
-    public let alignment: Int
-    public let metadata: [String: GGUFValue]
-    public let metadataKeys: [String]
-    public let entries: [String: Entry]
-    public let names: [String]
+    /// Everything the header says (the properties below read it).
+    public let header: Header
     public let fileSize: Int
-    public let dataOffset: Int
+    public var version: Int { header.version }
+    public var alignment: Int { header.alignment }
+    public var metadata: [String: GGUFValue] { header.metadata }
+    public var metadataKeys: [String] { header.metadataKeys }
+    public var entries: [String: Entry] { header.entries }
+    public var names: [String] { header.names }
+    public var dataOffset: Int { header.dataOffset }
     private let base: UnsafeRawPointer
     private let mappedLength: Int
 
@@ -219,20 +221,12 @@ public final class GGUFFile: @unchecked Sendable {
         self.path = path
         let (raw, size) = try MappedFile.map(path, kind: "a .gguf file", format: "GGUF")
         let map = UnsafeMutableRawPointer(mutating: raw)
-        let header: Header
         do {
             header = try Self.parseHeader(UnsafeRawBufferPointer(start: map, count: size), path: path)
         } catch {
             munmap(map, size)
             throw error
         }
-        version = header.version
-        alignment = header.alignment
-        metadata = header.metadata
-        metadataKeys = header.metadataKeys
-        entries = header.entries
-        names = header.names
-        dataOffset = header.dataOffset
         fileSize = size
         base = UnsafeRawPointer(map)
         mappedLength = size

@@ -47,8 +47,9 @@ public struct KnownFile: Sendable, Equatable {
 public enum FileHash {
     public static func sha256(of bytes: some Collection<UInt8>) -> String {
         var h = SHA256State()
-        let buffer = [UInt8](bytes)
-        buffer.withUnsafeBufferPointer { h.update($0) }
+        if bytes.withContiguousStorageIfAvailable({ h.update($0) }) == nil {
+            [UInt8](bytes).withUnsafeBufferPointer { h.update($0) }
+        }
         return h.finish()
     }
 

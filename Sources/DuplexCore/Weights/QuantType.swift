@@ -41,12 +41,6 @@ public enum QuantType: Hashable, Sendable, CustomStringConvertible {
         return Int(cq_block_values(cType))
     }
 
-    /// Bits per weight including scales (and biases/mins).
-    public var bitsPerWeight: Double {
-        if case .mlx(let bits, let group) = self { return Double(bits) + 32 / Double(group) }
-        return Double(cq_row_bytes(cType, Int32(blockValues))) * 8 / Double(blockValues)
-    }
-
     public var description: String {
         switch self {
         case .mlx(let bits, let group): "MLX-Q\(bits) g\(group)"

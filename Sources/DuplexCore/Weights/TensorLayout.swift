@@ -33,16 +33,6 @@ public struct TensorLayout: Sendable {
 
     /// The file tensor(s) that make up `spec`.
     public func source(_ spec: TensorSpec) -> Source { map(spec) }
-
-    /// Every file name the layout reads for `table`, entry by entry.
-    public func fileNames(_ table: TensorTable) -> [(spec: TensorSpec, names: [String])] {
-        table.specs.map { spec in
-            switch source(spec) {
-            case .one(let n): (spec, [n])
-            case .stacked(let ns), .shared(let ns): (spec, ns)
-            }
-        }
-    }
 }
 
 /// Which format each matrix and embedding gets when duplex quantizes a model (`--quantize`,

@@ -173,6 +173,8 @@ public final class WeightStore {
     /// Called after each matrix is quantized with (bytes done, bytes to do), for a progress bar.
     public var onQuantizeProgress: ((Int, Int) -> Void)?
     private var quantizedBytes = 0
+    /// The bf16 bytes the recipe will quantize (the progress bar's total), counted once.
+    private var quantizeTotalBytes: Int?
 
     public init(files: [SafetensorsFile]) throws {
         self.files = files
@@ -412,9 +414,6 @@ public final class WeightStore {
 
     public func shape(of name: String) -> [Int]? { index[name]?.shape }
 
-    /// How the file stores `name` (nil if it does not hold it).
-    public func storedType(of name: String) -> StoredType? { index[name]?.type }
-
     private func note(_ kind: SafetensorsError.Kind, _ message: String) {
         problems.append(.init(kind: kind, message: message))
     }
@@ -486,21 +485,19 @@ public final class WeightStore {
         guard let stored = lookup(name, shape: shape) else {
             return split(WeightMatrix(Tensor(zeros: [rows, cols])))
         }
-        if residentCopies && !stored.type.isQuantized && stored.type != .plain(.bf16) {
+        if stored.type.isQuantized {
+            if let problem = Self.quantizationProblem(stored) {
+                note(.badQuantization, "\(stored.fileNames): \(problem)")
+                return split(WeightMatrix(Tensor(zeros: [rows, cols])))
+            }
+            if dequantizeAll { return split(WeightMatrix(Tensor(shape: [rows, cols], data: stored.floatValues()))) }
+        } else if residentCopies && stored.type != .plain(.bf16) {
             let values = stored.floatValues()
             stored.releasePages()
             let box = FloatBox(values, hugePages: true)
             return split(WeightMatrix(rows: rows, cols: cols, storage: .f32(UnsafePointer(box.pointer)), owner: box))
-        }
-        if quantizeRecipe != nil && !stored.type.isQuantized {
+        } else if quantizeRecipe != nil {
             return split(quantizeIfAsked(name, stored.matrix()))
-        }
-        if dequantizeAll && stored.type.isQuantized {
-            return split(WeightMatrix(Tensor(shape: [rows, cols], data: stored.floatValues())))
-        }
-        if stored.type.isQuantized, let problem = Self.quantizationProblem(stored) {
-            note(.badQuantization, "\(stored.fileNames): \(problem)")
-            return split(WeightMatrix(Tensor(zeros: [rows, cols])))
         }
         if stored.parts.count == parts, stored.parts.allSatisfy({ $0.rows == block }) {
             return stored.parts.indices.map { stored.matrix(part: $0) }
@@ -532,14 +529,16 @@ public final class WeightStore {
 
     /// `m` in the recipe's format for `name` (as is without a recipe, or for an entry it keeps).
     private func quantizeIfAsked(_ name: String, _ m: WeightMatrix) -> WeightMatrix {
-        guard let recipe = quantizeRecipe, let spec = table?[name], let type = recipe.type(for: spec, table: table!) else { return m }
-        let total = table!.specs.filter { recipe.type(for: $0, table: table!) != nil }.reduce(0) { $0 + $1.elementCount * 2 }
+        guard let recipe = quantizeRecipe, let table, let spec = table[name], let type = recipe.type(for: spec, table: table) else { return m }
+        if quantizeTotalBytes == nil {
+            quantizeTotalBytes = table.specs.filter { recipe.type(for: $0, table: table) != nil }.reduce(0) { $0 + $1.elementCount * 2 }
+        }
         guard let q = m.quantized(to: type) else {
             note(.badQuantization, "\(name) cannot be quantized to \(type): it holds NaN or Inf, or its \(m.cols) columns are no multiple of \(type.blockValues)")
             return m
         }
         quantizedBytes += spec.elementCount * 2
-        onQuantizeProgress?(quantizedBytes, total)
+        onQuantizeProgress?(quantizedBytes, quantizeTotalBytes ?? 0)
         return q
     }
 
