@@ -13,7 +13,9 @@ files and a JSON of what they hold (see fixtures_gguf.py).
 """
 import argparse
 import importlib
+import json
 import os
+import struct
 import sys
 
 import torch
@@ -42,6 +44,21 @@ GENERATORS = {
 }
 
 
+def sort_metadata(path):
+    """Rewrites the safetensors header of `path` with its metadata keys sorted: safetensors
+    writes `__metadata__` from a hash map, in an order that changes from run to run, so the same
+    fixture would not come out byte-identical twice. Tensor entries and data are untouched."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-(8 + len(text)) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + blob[8 + n:])
+
+
 def save_fixture(name, tensors, seed, **meta):
     """Saves `tensors` (name -> torch tensor) as Fixtures/<name>.safetensors with a version tag."""
     import moshi
@@ -58,6 +75,7 @@ def save_fixture(name, tensors, seed, **meta):
     }
     metadata.update({k: str(v) for k, v in meta.items()})
     save_file({k: v.detach().contiguous() for k, v in tensors.items()}, path, metadata=metadata)
+    sort_metadata(path)
     size = os.path.getsize(path)
     assert size < MAX_BYTES, f"{path} is {size} bytes: fixtures must stay under 2 MB"
     print(f"wrote {os.path.relpath(path, ROOT)} ({size / 1024:.0f} KiB, {len(tensors)} tensors)")
