@@ -63,6 +63,11 @@ def checkpoint_layout(config):
     any weights: the model is instantiated on the meta device."""
     with torch.device("meta"):
         model = LMModel(**config)
+    return model_layout(model)
+
+
+def model_layout(model):
+    """[(file name, shape)] of `model`'s state dict in Kyutai's file naming (see checkpoint_layout)."""
     stacked = {}
     layout = []
     for name, p in model.state_dict().items():
@@ -169,3 +174,118 @@ def greedy_generate(model, user_codes, hooks=True):
     if hooks:
         model.forward_depformer = original
     return outputs, text_logits, depth_logits
+
+
+# --- Other members of the family (STT, Hibiki), built through Kyutai's loader -----------------
+
+
+def kyutai_checkpoint_info(config, directory, tensors=None):
+    """Writes `config` as config.json (and `tensors`, if given, as model.safetensors) into
+    `directory` and returns Kyutai's `CheckpointInfo` for them, read as `from_hf_repo` reads a
+    repository: the repo keys (`model_type`, `stt_config`, `lm_gen_config`, ...) are popped from
+    the LM kwargs there, not here."""
+    from moshi.models.loaders import CheckpointInfo
+    from safetensors.torch import save_file
+
+    config_path = os.path.join(directory, "config.json")
+    with open(config_path, "w") as f:
+        json.dump(config, f, indent=1)
+    weights = os.path.join(directory, "model.safetensors")
+    if tensors is not None:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, weights)
+    return CheckpointInfo.from_hf_repo(
+        "local", moshi_weights=weights, mimi_weights=os.path.join(directory, "mimi.safetensors"),
+        tokenizer=os.path.join(directory, "tokenizer.model"), config_path=config_path)
+
+
+LOADER_F32_PREFIXES = ("condition_provider.", "fuser.")  # get_moshi_lm keeps these float32
+
+
+def random_checkpoint(config, seed):
+    """Seeded weights for a config of any member of the family (conditioners, extra heads,
+    dep_q 0), laid out by Kyutai's own loader (`CheckpointInfo.get_moshi` on the meta device)
+    and named as the files name them. Returned as a checkpoint holds them: bf16, except the
+    tensors the loader keeps in float32 (`condition_provider.*`, `fuser.*`), which are float32
+    values (not bf16-rounded). Per-tensor draws as `random_tensor`."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        model = kyutai_checkpoint_info(config, d).get_moshi(device="meta", load_weight=False)
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, shape in model_layout(model):
+        t = random_tensor(name, shape, g)
+        out[name] = t if name.startswith(LOADER_F32_PREFIXES) else t.to(torch.bfloat16)
+    return out
+
+
+def kyutai_model(config, tensors, dtype=torch.float32):
+    """The LMModel Kyutai's loader builds from this config.json and checkpoint:
+    `CheckpointInfo.get_moshi` -> `get_moshi_lm` (conditioners and fuser from the config,
+    `condition_provider.*` kept float32, the rest cast to `dtype`), plus the Hibiki
+    `text_emb.weight[2] = text_emb.weight[3]` hack when `model_type` is "hibiki".
+    Returns (CheckpointInfo, model)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        info = kyutai_checkpoint_info(config, d, tensors)
+        model = info.get_moshi(device="cpu", dtype=dtype)
+        model = model.eval()
+    return info, model
+
+
+def greedy_lmgen(model, **kwargs):
+    """LMGen with greedy sampling (argmax) of text and audio, as greedy_generate builds it."""
+    return LMGen(model, use_sampling=False, temp=0.0, temp_text=0.0, top_k=0, top_k_text=0, **kwargs)
+
+
+def greedy_run(gen, user_codes, extra_heads=False):
+    """Runs `gen` over user codes [K_user, T], one frame per call (the frame at column t is what
+    call t is given). Returns a dict:
+      returned:     per call, the [dep_q + 1] frame the call returned, or None;
+      text_logits:  [T, text_card], what `on_text_logits_hook` sees (after the CFG combination);
+      depth_logits: [T, dep_q, card] after the CFG combination, i.e. what each depformer step
+                    samples from (only when dep_q > 0; the combination is depformer_step's own
+                    formula, null + (cond - null) * cfg_coef);
+      extra_heads:  per call, [num_heads, head_dim] softmaxes of `step_with_extra_heads`, or None
+                    (only when `extra_heads`)."""
+    model = gen.lm_model
+    text_logits, depth_logits, current = [], [], []
+    gen.on_text_logits_hook = lambda logits: text_logits.append(logits[0, 0, 0].float().clone())
+    original = model.forward_depformer
+
+    def capture(cb_index, sequence, transformer_out):
+        logits = original(cb_index, sequence, transformer_out)
+        combined = logits
+        if gen.cfg_coef != 1.:
+            cond, null = logits.chunk(2)
+            combined = null + (cond - null) * gen.cfg_coef
+        current.append(combined[0, 0, 0].float().clone())
+        if cb_index == model.dep_q - 1:
+            depth_logits.append(torch.stack(current))
+            current.clear()
+        return logits
+
+    if model.dep_q > 0:
+        model.forward_depformer = capture
+    returned, heads = [], []
+    try:
+        with torch.no_grad(), gen.streaming(1):
+            for t in range(user_codes.shape[1]):
+                codes = user_codes[None, :, t:t + 1]
+                if extra_heads:
+                    out = gen.step_with_extra_heads(codes)
+                    frame = None if out is None else out[0]
+                    heads.append(None if out is None else torch.stack([h[0, 0].float() for h in out[1]]))
+                else:
+                    frame = gen.step(codes)
+                returned.append(None if frame is None else frame[0, :, 0].clone())
+    finally:
+        if model.dep_q > 0:
+            del model.forward_depformer  # back to the class's method
+    result = {"returned": returned, "text_logits": torch.stack(text_logits)}
+    if model.dep_q > 0:
+        result["depth_logits"] = torch.stack(depth_logits)
+    if extra_heads:
+        result["extra_heads"] = heads
+    return result
