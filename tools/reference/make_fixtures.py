@@ -2,7 +2,7 @@
 """Writes the reference fixtures the Swift tests compare against, by running Kyutai's `moshi`
 package (pinned in setup_venv.sh) with fixed seeds.
 
-Usage:  tools/reference/make_fixtures.py [ops|dtypes|transformer|mimi|mimi_long|lm|lm_module_form|tokenizer|names|gguf|quant|quant_lm|stt|all ...]
+Usage:  tools/reference/make_fixtures.py [ops|dtypes|transformer|mimi|mimi_long|lm|lm_module_form|tokenizer|names|gguf|quant|quant_lm|stt|hibiki|all ...]
         (run through the venv: "$(tools/reference/setup_venv.sh)" tools/reference/make_fixtures.py all)
 
 Each fixture is a safetensors file under Tests/DuplexCoreTests/Fixtures/ whose metadata carries
@@ -42,6 +42,7 @@ GENERATORS = {
     "quant": "fixtures_quant",
     "quant_lm": "fixtures_quant_lm",
     "stt": "fixtures_stt",
+    "hibiki": "fixtures_hibiki",
 }
 
 
