@@ -4,9 +4,10 @@ import Foundation
 /// A full-duplex sound card as a frame source (capture) and sink (playback): ALSA converted to and
 /// from the model's 24 kHz mono (downmixing, resampling) when the device insists on something
 /// else. Each direction is used by its own thread; nothing here locks or allocates per period.
+/// Without an output (`output: nil`, `duplex transcribe`) it only captures; writes are dropped.
 public final class ALSAAudioDevice: FrameSource, FrameSink, @unchecked Sendable {
     public let capture: ALSADevice
-    public let playback: ALSADevice
+    public let playback: ALSADevice?
     private let modelRate = 24_000
     private let inResampler: Resampler?
     private let outResampler: Resampler?
@@ -20,32 +21,37 @@ public final class ALSAAudioDevice: FrameSource, FrameSink, @unchecked Sendable 
     private var playResampled: [Float]
     private var playRaw: [Int16]
 
-    public init(input: String, output: String, periodFrames: Int = 240, configuration: String? = nil) throws {
+    public init(input: String, output: String?, periodFrames: Int = 240, configuration: String? = nil) throws {
         var captureRequest = ALSADevice.Request(name: input, direction: .capture)
         captureRequest.periodFrames = periodFrames
-        var playbackRequest = ALSADevice.Request(name: output, direction: .playback)
-        playbackRequest.periodFrames = periodFrames
         capture = try ALSADevice(captureRequest, configuration: configuration)
-        playback = try ALSADevice(playbackRequest, configuration: configuration)
+        if let output {
+            var playbackRequest = ALSADevice.Request(name: output, direction: .playback)
+            playbackRequest.periodFrames = periodFrames
+            playback = try ALSADevice(playbackRequest, configuration: configuration)
+        } else {
+            playback = nil
+        }
         inResampler = capture.sampleRate == modelRate ? nil : Resampler(from: capture.sampleRate, to: modelRate)
-        outResampler = playback.sampleRate == modelRate ? nil : Resampler(from: modelRate, to: playback.sampleRate)
-        let maxDevicePeriod = max(capture.periodFrames, playback.periodFrames) * 4 + 8192
+        let rate = modelRate
+        outResampler = playback.flatMap { $0.sampleRate == rate ? nil : Resampler(from: rate, to: $0.sampleRate) }
+        let maxDevicePeriod = max(capture.periodFrames, playback?.periodFrames ?? 0) * 4 + 8192
         captureRaw = [Int16](repeating: 0, count: maxDevicePeriod * max(1, capture.channels))
         captureMono = [Float](repeating: 0, count: maxDevicePeriod)
         captureResampled = [Float](repeating: 0, count: maxDevicePeriod * 2 + 64)
         captureBacklog = [Float](repeating: 0, count: maxDevicePeriod * 4 + 64)
         playResampled = [Float](repeating: 0, count: maxDevicePeriod * 4 + 64)
-        playRaw = [Int16](repeating: 0, count: maxDevicePeriod * 4 * max(1, playback.channels))
+        playRaw = [Int16](repeating: 0, count: maxDevicePeriod * 4 * max(1, playback?.channels ?? 1))
         self.periodFrames = periodFrames
     }
 
     /// Samples per period at 24 kHz: what the live loop reads and writes at a time.
     public let periodFrames: Int
 
-    public var xruns: (capture: Int, playback: Int) { (capture.xruns, playback.xruns) }
+    public var xruns: (capture: Int, playback: Int) { (capture.xruns, playback?.xruns ?? 0) }
 
     public var pacing: SourcePacing { .live }
-    public var isPaced: Bool { true }
+    public var isPaced: Bool { playback != nil }
 
     /// Fills exactly `frames` model-rate samples, reading the device as often as needed; false
     /// when a finite capture (ALSA's file plugin) has ended.
@@ -88,6 +94,7 @@ public final class ALSAAudioDevice: FrameSource, FrameSink, @unchecked Sendable 
 
     /// Plays `frames` model-rate samples (blocks on the device, never on the model).
     public func write(_ buffer: UnsafePointer<Float>, count frames: Int) throws -> Bool {
+        guard let playback else { return true }
         let n: Int
         if let outResampler {
             n = playResampled.withUnsafeMutableBufferPointer { outResampler.process(buffer, count: frames, into: $0.baseAddress!, capacity: $0.count) }
@@ -107,6 +114,7 @@ public final class ALSAAudioDevice: FrameSource, FrameSink, @unchecked Sendable 
     }
 
     public var outputDelay: UInt64 {
-        UInt64(max(0, playback.delayFrames)) * 1_000_000_000 / UInt64(playback.sampleRate)
+        guard let playback else { return 0 }
+        return UInt64(max(0, playback.delayFrames)) * 1_000_000_000 / UInt64(playback.sampleRate)
     }
 }

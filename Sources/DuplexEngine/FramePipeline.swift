@@ -14,10 +14,13 @@ public protocol FrameProcessor: AnyObject {
     /// Set once the processor cannot go on (e.g. NaN logits from poisoned weights); it then
     /// answers silence, and whoever runs it reports this and stops.
     var failure: Error? { get }
+    /// The last `process` call detected the end of the speaker's turn (Kyutai STT's semantic VAD).
+    var endOfTurn: Bool { get }
 }
 
 extension FrameProcessor {
     public var failure: Error? { nil }
+    public var endOfTurn: Bool { false }
 }
 
 /// Capture → model → playback, joined by lock-free SPSC rings (design.md §3.6). Every method is
@@ -111,7 +114,9 @@ public final class FramePipeline: @unchecked Sendable {
 
     public struct TextEvent: Sendable, BitwiseCopyable {
         public var frame: Int
+        /// The text token, or −1 for an event that carries only `endOfTurn`.
         public var token: Int32
+        public var endOfTurn = false
     }
 
     public init(processor: FrameProcessor, clock: any FrameClock = MonotonicClock(), configuration: Configuration = Configuration()) {
@@ -184,8 +189,9 @@ public final class FramePipeline: @unchecked Sendable {
         inputFrame.withUnsafeMutableBufferPointer { input in
             _ = captureRing.read(into: input.baseAddress!, count: configuration.frameSize)
             outputFrame.withUnsafeMutableBufferPointer { output in
-                if let token = processor.process(input.baseAddress!, output: output.baseAddress!, stamps: &stamps, clock: clock) {
-                    var event = TextEvent(frame: modelCounts.framesProcessed, token: token)
+                let token = processor.process(input.baseAddress!, output: output.baseAddress!, stamps: &stamps, clock: clock)
+                if token != nil || processor.endOfTurn {
+                    var event = TextEvent(frame: modelCounts.framesProcessed, token: token ?? -1, endOfTurn: processor.endOfTurn)
                     withUnsafePointer(to: &event) { _ = textRing.write($0, count: 1) }
                 }
                 if playbackRing.availableToWrite >= configuration.frameSize && playbackStamps.availableToWrite >= 1 {

@@ -95,7 +95,7 @@ public struct ModelFolder: Sendable {
             }
         }
         randomWeightsSeed = seed
-        mimi.numCodebooks = max(config.depQ, config.userStreams)
+        mimi.numCodebooks = max(config.generatedStreams, config.userStreams)
         randomMimiConfig = mimi
         self.notes = notes
     }
@@ -165,7 +165,7 @@ public struct ModelFolder: Sendable {
 
     /// The Mimi codec with as many codebooks as the LM models per stream.
     public func loadMimi() throws -> Mimi {
-        let codebooks = max(config.depQ, config.userStreams)
+        let codebooks = max(config.generatedStreams, config.userStreams)
         if let randomWeightsSeed {
             _ = codebooks
             return try Mimi(store: WeightStore(randomSeed: randomWeightsSeed &+ 1), config: randomMimiConfig)

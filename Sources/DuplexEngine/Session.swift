@@ -30,8 +30,8 @@ public final class EngineModel: Sendable {
     }
 
     private static func checkCodec(_ mimi: Mimi, fits c: LMConfig) throws {
-        guard mimi.numCodebooks >= max(c.depQ, c.userStreams) else {
-            throw ModelError("the Mimi codec has \(mimi.numCodebooks) codebooks; the LM needs \(max(c.depQ, c.userStreams))")
+        guard mimi.numCodebooks >= max(c.generatedStreams, c.userStreams) else {
+            throw ModelError("the Mimi codec has \(mimi.numCodebooks) codebooks; the LM needs \(max(c.generatedStreams, c.userStreams))")
         }
         guard mimi.bins == c.card else {
             throw ModelError("the Mimi codec has \(mimi.bins) codes per codebook; the LM's audio vocabulary (card) is \(c.card)")
@@ -117,7 +117,7 @@ public final class Session: FrameProcessor {
         lmState = generator.makeState(kvCache: model.kvCache)
         codecState = model.mimi?.makeState()
         userCodes = [Int32](repeating: 0, count: max(model.mimi?.numCodebooks ?? 0, model.config.userStreams))
-        moshiCodes = [Int32](repeating: 0, count: model.config.depQ)
+        moshiCodes = [Int32](repeating: 0, count: model.config.generatedStreams)
     }
 
     /// A fresh conversation: every codec buffer, both transformers' caches, the LM's delay ring
@@ -205,9 +205,25 @@ public final class Session: FrameProcessor {
         return produced
     }
 
+    /// The text token of the last frame the LM produced (PAD and EPAD included), nil before the first.
+    public var lastTextToken: Int32? { lmState.output[0] >= 0 ? lmState.output[0] : nil }
+
+    /// Extra head `head`'s probability of class `index` at the last step (Kyutai STT's semantic
+    /// voice activity: head 2, class 0 is the end of the speaker's turn).
+    public func extraHeadProbability(head: Int, index: Int) -> Float? {
+        let c = model.config
+        guard head >= 0, head < c.extraHeadsNumHeads, index >= 0, index < c.extraHeadsDim else { return nil }
+        return lmState.model.extraHeads[head * c.extraHeadsDim + index]
+    }
+
     /// Decodes the LM's last frame into `output`; on an error sets `failure` and returns false.
     private func decodeAnswer(into output: UnsafeMutablePointer<Float>) -> Bool {
-        let depQ = model.config.depQ
+        let depQ = model.config.generatedStreams
+        guard depQ > 0 else {
+            // A listening model (STT) has no voice: its answer is silence.
+            output.update(repeating: 0, count: frameSize)
+            return true
+        }
         for k in 0..<depQ { moshiCodes[k] = lmState.output[1 + k] }
         guard let mimi = model.mimi, let codecState else {
             failure = ModelError("\(model.name) was loaded without its codec: it cannot decode audio")

@@ -81,7 +81,7 @@ struct Bench: ParsableCommand {
     func run() throws {
         compute.apply()
         let engine = try loadEngine()
-        let session = sampling.session(engine)
+        let session = try sampling.session(engine)
         if contextFill > 0 {
             let capacity = engine.config.context
             if contextFill > capacity { warn("note: --context-fill \(contextFill) is beyond the LM's \(capacity)-step context; the window is simply full") }
@@ -136,7 +136,7 @@ struct Bench: ParsableCommand {
         let lm = LMModel(store: store, config: lmConfig)
         bar.finish()
         try store.finish()
-        let mimi = try Mimi(store: WeightStore(randomSeed: 2), config: .released(codebooks: max(lmConfig.depQ, lmConfig.userStreams)))
+        let mimi = try Mimi(store: WeightStore(randomSeed: 2), config: .released(codebooks: max(lmConfig.generatedStreams, lmConfig.userStreams)))
         warn(String(format: "made up %@ random weights (%@ matrices) in %.1f s", config, recipe?.name ?? matrices.rawValue, Date().timeIntervalSince(start)))
         return try EngineModel(mimi: mimi, lm: lm, tokenizer: nil, name: "random \(config)", kvCache: runtime.resolvedKVCache)
     }

@@ -47,13 +47,14 @@ struct ModelOption: ParsableArguments {
     }
 
     /// The model folder, its sessions run as `runtime` says.
-    func load(_ runtime: LMRuntimeOptions) throws -> EngineModel {
+    /// `folder`: already opened (its notes already shown); `tokenizer`: required, not optional.
+    func load(_ runtime: LMRuntimeOptions, folder opened: ModelFolder? = nil, tokenizer: Bool = false) throws -> EngineModel {
         let start = Date()
-        let folder = try ModelFolder(path)
-        for note in folder.notes { warn("note: \(note)") }
+        let folder = try opened ?? ModelFolder(path)
+        if opened == nil { for note in folder.notes { warn("note: \(note)") } }
         let recipe = try self.recipe
         let bar = ProgressBar("quantizing the LM to \(recipe?.name ?? "")")
-        let engine = try EngineModel.load(folder: folder, kvCache: runtime.resolvedKVCache, quantize: recipe,
+        let engine = try EngineModel.load(folder: folder, tokenizer: tokenizer, kvCache: runtime.resolvedKVCache, quantize: recipe,
                                           progress: recipe == nil ? nil : { bar.update($0, of: $1) })
         bar.finish()
         let kind = folder.randomWeightsSeed != nil ? "random weights, untrained" : "weights from files"

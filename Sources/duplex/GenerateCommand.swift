@@ -64,7 +64,7 @@ struct Generate: ParsableCommand {
         let engine = try EngineModel.load(folder: folder, codec: input != nil || output != nil, tokenizer: text != nil,
                                           kvCache: runtime.resolvedKVCache)
         // The same Session every other use runs, so generate answers as pipe, talk and serve do.
-        let session = sampling.session(engine)
+        let session = try sampling.session(engine, listening: input == nil && output == nil)
         var produced: [[Int32]] = []
         session.onTokens = { produced.append(Array($0)) }
         let progress = FrameProgress()
@@ -94,7 +94,7 @@ struct Generate: ParsableCommand {
             }
         }
         progress.finish(produced: produced.count)
-        let depQ = folder.config.depQ
+        let depQ = folder.config.generatedStreams
         if let outputCodes {
             try NPY.writeInt32(outputCodes, NPY.Array(shape: [1 + depQ, produced.count],
                                                       int32: transposed(produced, rows: 1 + depQ)))

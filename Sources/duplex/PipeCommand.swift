@@ -41,7 +41,7 @@ struct Pipe: ParsableCommand {
         compute.apply()
         signal(SIGPIPE, SIG_IGN)
         let engine = try model.load(runtime)
-        let session = sampling.session(engine)
+        let session = try sampling.session(engine)
         let textOut = try TextOutput(path: text)
         let format = SampleFormat(rawValue: self.format)!
         let length = PCMStreamLength()

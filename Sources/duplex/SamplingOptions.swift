@@ -22,6 +22,9 @@ struct SamplingOptions: ParsableArguments {
     @Option(help: "Seed of the sampling random stream (a run replays exactly).")
     var seed: UInt64 = 42_424_242
 
+    @Option(help: "Classifier-free guidance coefficient (Hibiki: Kyutai's --cfg-coef; 1 = off, the default). Each step then runs twice.")
+    var cfg: Float = 1
+
     @Option(name: .customLong("first-frame"),
             help: "What happens to the first input frame: server (Kyutai's server: the codec restarts after it; n frames in, n out, the first silent) or run-inference (Kyutai's run_inference: its codes reach the LM twice).")
     var firstFrame: String = FirstFrameRule.kyutaiServer.rawValue
@@ -33,6 +36,7 @@ struct SamplingOptions: ParsableArguments {
         for (name, t) in [("--temperature", temperature), ("--text-temperature", textTemperature)] {
             if let t, !(t >= 0 && t.isFinite) { throw ValidationError("\(name) must be ≥ 0, got \(t)") }
         }
+        guard cfg.isFinite, cfg > 0 else { throw ValidationError("--cfg must be a positive number, got \(cfg)") }
         for (name, k) in [("--top-k", topK), ("--text-top-k", textTopK)] {
             if let k, k < 0 { throw ValidationError("\(name) must be ≥ 0, got \(k)") }
         }
@@ -40,9 +44,22 @@ struct SamplingOptions: ParsableArguments {
 
     var firstFrameRule: FirstFrameRule { FirstFrameRule(rawValue: firstFrame) ?? .kyutaiServer }
 
-    /// A conversation over `engine` with these settings.
-    func session(_ engine: EngineModel) -> Session {
-        engine.makeSession(sampling: parameters(for: engine.config), firstFrame: firstFrameRule)
+    /// A conversation over `engine` with these settings. A model that only listens (Kyutai STT)
+    /// is refused unless the caller reads its text alone (`listening`: `generate` on codes).
+    func session(_ engine: EngineModel, listening: Bool = false) throws -> Session {
+        try check(engine.config, listening: listening)
+        return engine.makeSession(sampling: parameters(for: engine.config), firstFrame: firstFrameRule)
+    }
+
+    /// Options this model cannot honour, refused rather than ignored.
+    func check(_ config: LMConfig, listening: Bool = false) throws {
+        if cfg != 1 && config.conditioning == nil {
+            throw CLIError("--cfg \(cfg): classifier-free guidance needs a conditioned model (Hibiki); this \(config.kind.rawValue) model has none")
+        }
+        if !config.speaks && !listening {
+            throw CLIError("this is a speech-to-text model (model_type \"\(config.kind.rawValue)\", dep_q 0): it does not speak; "
+                + "use `duplex transcribe --model …` (or `generate --input-codes … --output-codes …` for its text tokens)")
+        }
     }
 
     func parameters(for config: LMConfig) -> SamplingParameters {
@@ -53,6 +70,7 @@ struct SamplingOptions: ParsableArguments {
         p.textTemperature = textTemperature ?? repo["temp_text"].map(Float.init) ?? p.textTemperature
         p.textTopK = textTopK ?? repo["top_k_text"].map { Int($0) } ?? p.textTopK
         p.seed = seed
+        p.cfgCoefficient = cfg
         return p
     }
 }

@@ -107,6 +107,7 @@ struct Serve: AsyncParsableCommand {
 /// `pad_mult` and the repetition penalty are accepted but not applied: the sampler implements
 /// Kyutai's PyTorch LMGen, which has neither.
 func makeSessionFactory(engine: EngineModel, sampling: SamplingOptions, contextFill: Int = 0) throws -> ChatModel {
+    try sampling.check(engine.config)
     let base = sampling.parameters(for: engine.config)
     // No kind-4 metadata: Kyutai's Python server sends none, and its clients expect the handshake
     // to be the first message.

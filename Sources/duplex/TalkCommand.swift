@@ -80,7 +80,7 @@ struct Talk: AsyncParsableCommand {
             (processor, remote, engine) = (conversation, conversation, nil)
         } else {
             let loaded = try model.load(runtime)
-            (processor, remote, engine) = (sampling.session(loaded), nil, loaded)
+            (processor, remote, engine) = (try sampling.session(loaded), nil, loaded)
         }
         let result = Result { try converse(processor: processor, engine: engine, remote: remote, stop: stop) }
         if let remote { await remote.close() }
@@ -105,7 +105,7 @@ struct Talk: AsyncParsableCommand {
         let ui = TerminalUI(toStderr: pipe)
         let who = remote == nil ? (engine?.name ?? "") : "connected to \(connect ?? "")"
         if let device {
-            let capture = device.capture, playback = device.playback
+            let capture = device.capture, playback = device.playback!
             ui.start("duplex talk — \(who) — mic \(capture.name) (\(capture.sampleRate) Hz × \(capture.channels)) → "
                      + "speaker \(playback.name) (\(playback.sampleRate) Hz × \(playback.channels)). Ctrl-C to stop.")
         } else {

@@ -61,17 +61,17 @@ extension LMGen {
         // LMGen's delay ring: the writes of the last `ringLength` calls (older ones are
         // overwritten), so the same columns hold tokens and the same ones still hold −2.
         let ct = ringLength
-        let firstUser = 1 + c.depQ
+        let firstUser = 1 + c.generatedStreams
         for o in max(0, steps - ct)..<steps {
             for u in 0..<c.userStreams {
                 let s = firstUser + u
                 state.cache[s * ct + (o + c.delays[s]) % ct] = 0
             }
             state.cache[(o + 1) % ct] = Int32(rng.next() % UInt64(c.textCardOut))
-            for s in 1...c.depQ { state.cache[s * ct + (o + 1) % ct] = Int32(rng.next() % UInt64(c.card)) }
+            for s in 1..<(1 + c.generatedStreams) { state.cache[s * ct + (o + 1) % ct] = Int32(rng.next() % UInt64(c.card)) }
         }
         if steps > c.maxDelay {
-            for s in 0...c.depQ { state.output[s] = state.cache[s * ct + (steps - c.maxDelay + c.delays[s]) % ct] }
+            for s in 0...c.generatedStreams { state.output[s] = state.cache[s * ct + (steps - c.maxDelay + c.delays[s]) % ct] }
         }
     }
 }

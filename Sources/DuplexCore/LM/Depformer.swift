@@ -7,7 +7,9 @@ import Foundation
 /// runs the depformer transformer on that single position (weight set k, causal over the depth
 /// steps of this frame only, no positional embedding), and `linears.{k}` gives the logits of a_k.
 /// The transformer's KV ring is cleared at the start of every frame: Kyutai enters a fresh
-/// streaming context for each `depformer_step`.
+/// streaming context for each `depformer_step`. It runs `generatedStreams` steps: all of dep_q,
+/// except PersonaPlex's, whose last 8 would predict the user (outputs nobody reads; since the
+/// steps are causal, skipping them changes nothing before them). STT has none (dep_q 0).
 public final class Depformer: Sendable {
     public let config: LMConfig
     let inputs: [WeightMatrix]        // depformer_in.{k}.weight [depformerDim, dim] (one, or one per step)
@@ -20,6 +22,17 @@ public final class Depformer: Sendable {
         config = c
         let dd = c.depformerDim
         typealias N = LMTensorNames
+        guard c.depQ > 0 else {
+            inputs = []
+            textEmb = WeightMatrix(Tensor(zeros: [1, dd]))
+            emb = []
+            var none = c.depformerTransformer
+            none.numLayers = 0
+            none.weightsPerStep = 1
+            transformer = StreamingTransformer(store: store, names: N.depformer, config: none)
+            heads = []
+            return
+        }
         inputs = (0..<(c.depformerMultiLinear ? c.depQ : 1)).map { store.matrix(N.depformerIn($0), shape: [dd, c.dim]) }
         textEmb = store.matrix(N.depformerTextEmb, shape: [c.textCard + 1, dd])
         emb = (0..<max(0, c.depQ - 1)).map { store.matrix(N.depformerEmb($0), shape: [c.card + 1, dd]) }
@@ -43,28 +56,41 @@ public final class Depformer: Sendable {
                      row: [Float](repeating: 0, count: dd), logits: [Float](repeating: 0, count: config.depQ * config.card))
     }
 
-    /// Generates the frame's `depQ` audio tokens into `tokens` from the temporal output `hidden`
-    /// [dim] and the text token just sampled, drawing each with `sampler`.
+    /// Generates the frame's `generatedStreams` audio tokens into `tokens` from the temporal output
+    /// `hidden` [dim] and the text token just sampled, drawing each with `sampler`.
     /// With `forced`, depth step k+1 reads `forced[k]` instead of the token just drawn (teacher
     /// forcing: the quality comparison feeds one model the other's tokens); `tokens` still gets the draws.
     public func step(hidden: UnsafePointer<Float>, textToken: Int32, sampler: inout Sampler, temperature: Float, topK: Int,
                      tokens: UnsafeMutablePointer<Int32>, frame: Int, state: inout State,
                      forced: UnsafePointer<Int32>? = nil) throws {
-        let dd = config.depformerDim, card = config.card
+        var unguided: State? = nil
+        try step(hidden: hidden, textToken: textToken, sampler: &sampler, temperature: temperature, topK: topK, tokens: tokens,
+                 frame: frame, state: &state, forced: forced, guidance: nil, nullState: &unguided)
+    }
+
+    /// Classifier-free guidance (Kyutai's `LMGen.depformer_step` with `cfg_coef`): every depth step
+    /// also runs on the unconditioned branch's temporal output `guidance.nullHidden` (its own KV
+    /// ring in `nullState`, fed the same previous token), and samples from
+    /// null + (conditioned − null) · coefficient.
+    public func step(hidden: UnsafePointer<Float>, textToken: Int32, sampler: inout Sampler, temperature: Float, topK: Int,
+                     tokens: UnsafeMutablePointer<Int32>, frame: Int, state: inout State, forced: UnsafePointer<Int32>? = nil,
+                     guidance: (nullHidden: UnsafePointer<Float>, coefficient: Float)?, nullState: inout State?) throws {
+        let card = config.card
         state.transformer.reset()
+        nullState?.transformer.reset()
         var previous = textToken
-        for k in 0..<config.depQ {
-            state.x.withUnsafeMutableBufferPointer { xBuf in
-            state.row.withUnsafeMutableBufferPointer { rowBuf in
-                let x = xBuf.baseAddress!, row = rowBuf.baseAddress!
-                inputs[config.depformerMultiLinear ? k : 0].apply(hidden, into: x)
-                // Clamped like ScaledEmbedding; sampled tokens are always in range.
-                let table = k == 0 ? textEmb : emb[k - 1]
-                table.copyRow(min(table.rows - 1, max(0, Int(previous))), into: row)
-                for i in 0..<dd { x[i] += row[i] }
-                transformer.step(x, steps: 1, state: &state.transformer)
-                state.logits.withUnsafeMutableBufferPointer { heads[k].apply(x, into: $0.baseAddress! + k * card) }
-            }
+        for k in 0..<config.generatedStreams {
+            depthLogits(k, hidden: hidden, previous: previous, state: &state)
+            if let guidance, nullState != nil {
+                depthLogits(k, hidden: guidance.nullHidden, previous: previous, state: &nullState!)
+                let coefficient = guidance.coefficient
+                state.logits.withUnsafeMutableBufferPointer { conditioned in
+                    nullState!.logits.withUnsafeBufferPointer { null in
+                        for i in (k * card)..<((k + 1) * card) {
+                            conditioned[i] = null[i] + (conditioned[i] - null[i]) * coefficient
+                        }
+                    }
+                }
             }
             let sampled = state.logits.withUnsafeBufferPointer { logits in
                 sampler.sample(logits.baseAddress! + k * card, count: card, temperature: temperature, topK: topK)
@@ -75,10 +101,32 @@ public final class Depformer: Sendable {
         }
     }
 
-    var weightBytesPerStep: Int {
-        var total = heads.reduce(0) { $0 + $1.byteCount }
-        total += config.depformerMultiLinear ? inputs.reduce(0) { $0 + $1.byteCount } : config.depQ * inputs[0].byteCount
-        for layer in transformer.layers { total += layer.weightBytes }
-        return total
+    /// Depth step k's logits into `state.logits[k·card…]`.
+    private func depthLogits(_ k: Int, hidden: UnsafePointer<Float>, previous: Int32, state: inout State) {
+        let dd = config.depformerDim, card = config.card
+        state.x.withUnsafeMutableBufferPointer { xBuf in
+        state.row.withUnsafeMutableBufferPointer { rowBuf in
+            let x = xBuf.baseAddress!, row = rowBuf.baseAddress!
+            inputs[config.depformerMultiLinear ? k : 0].apply(hidden, into: x)
+            // Clamped like ScaledEmbedding; sampled tokens are always in range.
+            let table = k == 0 ? textEmb : emb[k - 1]
+            table.copyRow(min(table.rows - 1, max(0, Int(previous))), into: row)
+            for i in 0..<dd { x[i] += row[i] }
+            transformer.step(x, steps: 1, state: &state.transformer)
+            state.logits.withUnsafeMutableBufferPointer { heads[k].apply(x, into: $0.baseAddress! + k * card) }
+        }
+        }
     }
+
+    /// The matrices one frame streams, as often as it reads them.
+    var streamedMatrices: [WeightMatrix] {
+        let steps = config.generatedStreams
+        guard steps > 0 else { return [] }
+        var all = Array(heads.prefix(steps))
+        all += config.depformerMultiLinear ? Array(inputs.prefix(steps)) : Array(repeating: inputs[0], count: steps)
+        for layer in transformer.layers { all += layer.matrices(sets: steps) }
+        return all
+    }
+
+    var weightBytesPerStep: Int { streamedMatrices.reduce(0) { $0 + $1.byteCount } }
 }

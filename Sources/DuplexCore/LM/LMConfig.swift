@@ -4,6 +4,9 @@ import Foundation
 /// `loaders._lm_kwargs` uses). The default is moshiko / moshika 7B (spec §3.1), which is also what
 /// Kyutai assumes for a repository without `config.json`.
 public struct LMConfig: Sendable, Equatable {
+    /// Which member of the family the checkpoint is (config.json `model_type`): it decides how
+    /// the streams are driven, not the tensors' shapes.
+    public var kind = LMKind.moshi
     public var dim = 4096
     /// Text vocabulary; `text_emb` has one more row (the initial token `textCard`).
     public var textCard = 32000
@@ -31,7 +34,7 @@ public struct LMConfig: Sendable, Equatable {
     public var depformerMultiLinear = true
     /// Per stream: text, Moshi's `depQ` codebooks, the user's `nQ − depQ`.
     public var delays = [0] + ([0] + [Int](repeating: 1, count: 7)) + ([0] + [Int](repeating: 1, count: 7))
-    /// Softmax heads on the temporal output (STT's voice activity); loaded, not used by LMGen.
+    /// Softmax heads on the temporal output (STT's semantic voice activity), computed each step.
     public var extraHeadsNumHeads = 0
     public var extraHeadsDim = 6
 
@@ -41,6 +44,12 @@ public struct LMConfig: Sendable, Equatable {
     public var tokenizerName = "tokenizer_spm_32k_3.model"
     /// Sampling defaults a repository ships (`lm_gen_config`: temp, temp_text, top_k, top_k_text).
     public var lmGenConfig: [String: Double] = [:]
+    /// STT (`stt_config`): seconds of silence fed before the audio, and how far the text lags the
+    /// audio (that much silence, plus one second, is fed after it so the last words come out).
+    public var sttSilencePrefixSeconds = 0.0
+    public var sttAudioDelaySeconds = 0.0
+    /// Hibiki's constant conditioning (`conditioners` with a `fuser.sum` LUT); nil for the others.
+    public var conditioning: LUTConditioning?
     /// config.json said `lora: true` (its weights may still be merged; the file decides).
     public var loraDeclared = false
     /// Keys of config.json this implementation does not interpret (reported, not fatal).
@@ -62,12 +71,27 @@ public struct LMConfig: Sendable, Equatable {
         return c
     }()
 
+    /// NVIDIA's PersonaPlex 7B (`nvidia/personaplex-7b-v1`), which NVIDIA's loader builds without
+    /// reading any config.json: moshiko's architecture with 16 depformer steps (the last 8 predict
+    /// the user's codebooks, which the real input overwrites).
+    public static let personaplex7B: LMConfig = {
+        var c = LMConfig()
+        c.kind = .personaplex
+        c.depQ = 16
+        return c
+    }()
+
     // MARK: derived sizes
 
     /// Streams in the delay ring: text + all audio.
     public var numStreams: Int { 1 + nQ }
+    /// Audio codebooks the engine generates each frame (Moshi's voice): dep_q, except PersonaPlex,
+    /// whose depformer also predicts the user's half, which is never used.
+    public var generatedStreams: Int { kind == .personaplex ? nQ / 2 : depQ }
     /// User audio streams (the ones a caller supplies each step).
-    public var userStreams: Int { nQ - depQ }
+    public var userStreams: Int { nQ - generatedStreams }
+    /// A model that only listens (STT): text out, no voice.
+    public var speaks: Bool { generatedStreams > 0 }
     public var maxDelay: Int { delays.max() ?? 0 }
     public var textInitialToken: Int { textCard }
     public var audioInitialToken: Int { card }
@@ -95,18 +119,20 @@ public struct LMConfig: Sendable, Equatable {
     public var parameterCount: Int {
         let temporalLayer = 4 * dim * dim + 2 * hidden * dim + dim * hidden + 2 * dim
         let depLayer = depQ * (4 * depformerDim * depformerDim + 3 * depformerHidden * depformerDim) + 2 * depformerDim
+        let conditioner = conditioning.map { ($0.bins + 1) * $0.dim + dim * $0.dim + dim } ?? 0
         let depformer = depQ == 0 ? 0 :
             (depformerMultiLinear ? depQ : 1) * depformerDim * dim + (textCard + 1) * depformerDim
             + (depQ - 1) * (card + 1) * depformerDim + depformerNumLayers * depLayer + depQ * card * depformerDim
         return (textCard + 1) * dim + nQ * (card + 1) * dim + numLayers * temporalLayer + dim + textCardOut * dim
-            + depformer + extraHeadsNumHeads * extraHeadsDim * dim
+            + depformer + extraHeadsNumHeads * extraHeadsDim * dim + conditioner
     }
 
     /// Weight values one step reads: every matrix except the embedding tables (one row each).
     public var weightsStreamedPerStep: Int {
         let temporal = numLayers * (4 * dim * dim + 3 * hidden * dim) + textCardOut * dim
-        let depformer = depQ * (depformerDim * dim + card * depformerDim)
-            + depQ * depformerNumLayers * (4 * depformerDim * depformerDim + 3 * depformerHidden * depformerDim)
+        let steps = generatedStreams
+        let depformer = steps * (depformerDim * dim + card * depformerDim)
+            + steps * depformerNumLayers * (4 * depformerDim * depformerDim + 3 * depformerHidden * depformerDim)
         return temporal + depformer
     }
 
@@ -121,14 +147,34 @@ public struct LMConfig: Sendable, Equatable {
         }
         guard dim % numHeads == 0 else { throw fail("num_heads", "dim \(dim) is not divisible by \(numHeads) heads") }
         guard headDim % 2 == 0 else { throw fail("num_heads", "head dimension \(headDim) must be even for RoPE") }
-        guard depQ >= 1 && depQ <= nQ else {
-            throw fail("dep_q", "\(depQ) not supported: this engine needs a depformer (1 ≤ dep_q ≤ n_q = \(nQ))")
+        guard depQ >= 0 && depQ <= nQ else {
+            throw fail("dep_q", "\(depQ) not supported (0 ≤ dep_q ≤ n_q = \(nQ))")
         }
-        guard depQ < nQ else {
-            // PersonaPlex's layout: its 16 depformer steps generate the user's codebooks too, and
-            // its prompt phase is what drives them; run as Moshi it would hear nothing.
-            throw fail("dep_q", "\(depQ) = n_q: every stream is generated (PersonaPlex's layout), so no user audio would reach "
-                + "the model; duplex has no PersonaPlex mode yet and refuses rather than run it with zero user streams")
+        switch kind {
+        case .stt:
+            guard depQ == 0 else { throw fail("dep_q", "\(depQ): a speech-to-text model (model_type \"stt\") has no depformer (dep_q 0)") }
+        case .personaplex:
+            guard depQ == nQ, nQ % 2 == 0 else {
+                throw fail("dep_q", "\(depQ) with n_q \(nQ): PersonaPlex's depformer predicts every stream (dep_q = n_q, even)")
+            }
+        case .moshi, .hibiki:
+            guard depQ >= 1 else {
+                throw fail("dep_q", "0: a model without a depformer only transcribes; say model_type \"stt\" (Kyutai STT)")
+            }
+            guard depQ < nQ else {
+                // PersonaPlex's layout: its 16 depformer steps generate the user's codebooks too;
+                // run as Moshi it would hear nothing.
+                throw fail("dep_q", "\(depQ) = n_q: every stream is generated (PersonaPlex's layout), so no user audio would reach "
+                    + "the model; refused rather than run with zero user streams (for PersonaPlex say model_type \"personaplex\")")
+            }
+        }
+        if kind == .hibiki, conditioning == nil {
+            throw fail("conditioners", "missing: Hibiki is conditioned on a `description` LUT (conditioners + fuser.sum)")
+        }
+        if let conditioning {
+            guard conditioning.bins >= conditioning.values.count, conditioning.dim > 0, !conditioning.values.isEmpty else {
+                throw fail("conditioners", "\(conditioning.name): n_bins \(conditioning.bins) must hold its \(conditioning.values.count) values")
+            }
         }
         guard delays.count == 1 + nQ else {
             throw fail("delays", "has \(delays.count) entries, expected 1 + n_q = \(1 + nQ)")
@@ -144,6 +190,40 @@ public struct LMConfig: Sendable, Equatable {
         guard (0..<textCard).contains(textPaddingId) else {
             throw fail("existing_text_padding_id", "\(textPaddingId) is not a text token (0..<\(textCard))")
         }
+    }
+}
+
+/// The members of the Kyutai family the engine drives (config.json `model_type`).
+public enum LMKind: String, Sendable, Equatable, CaseIterable {
+    /// Full-duplex conversation (moshiko, moshika, fine-tunes).
+    case moshi
+    /// Kyutai STT: the temporal transformer and a text head only (dep_q 0), all codebooks the user's.
+    case stt
+    /// Kyutai's live speech translation: Moshi's streams plus a constant LUT conditioning.
+    case hibiki
+    /// NVIDIA's persona Moshi: a voice and a role prompt replayed before the conversation.
+    case personaplex
+}
+
+/// A lookup-table conditioner summed into every step's input (Kyutai's `LUTConditioner` under
+/// `fuser.sum`): `output_proj(embed[index of value])`, one `dim` vector per possible value.
+public struct LUTConditioning: Sendable, Equatable {
+    /// The condition's name (`description` for Hibiki): its tensors live under
+    /// `condition_provider.conditioners.{name}.`.
+    public var name: String
+    public var bins: Int
+    public var dim: Int
+    public var values: [String]
+    /// The value a generation is conditioned on, and the one classifier-free guidance pushes away
+    /// from (Kyutai's run_inference: "very_good" and "very_bad").
+    public var conditioned = "very_good"
+    public var unconditioned = "very_bad"
+
+    public init(name: String, bins: Int, dim: Int, values: [String]) {
+        self.name = name
+        self.bins = bins
+        self.dim = dim
+        self.values = values
     }
 }
 

@@ -97,16 +97,81 @@ extension LMConfig {
                 + "not implemented: merge them into the model first (moshi's replace_lora_with_linear)", source: source)
         }
         try reader.expect("quantize", equals: false, why: "bitsandbytes int8 checkpoints are not supported")
-        try reader.expectNull("conditioners", why: "conditioning (Hibiki, TTS) is not implemented", allowEmpty: true)
-        try reader.expectNull("fuser", why: "conditioning (Hibiki, TTS) is not implemented", allowEmpty: true)
-        if let type = try reader.string("model_type"), type != "moshi" {
-            throw LMConfigError(key: "model_type", message: "\"\(type)\" is not supported (only \"moshi\")", source: source)
+        if let type = try reader.string("model_type") {
+            guard let parsed = LMKind(rawValue: type) else {
+                let known = LMKind.allCases.map { "\"" + $0.rawValue + "\"" }.joined(separator: ", ")
+                throw LMConfigError(key: "model_type", message: "\"\(type)\" is not supported (\(known)): TTS's cross-attention "
+                    + "and script state machine are another product", source: source)
+            }
+            kind = parsed
         }
+        if let stt = json["stt_config"], !(stt is NSNull) {
+            guard let stt = stt as? [String: Any] else {
+                throw LMConfigError(key: "stt_config", message: "expected an object", source: source)
+            }
+            let sttReader = Reader(json: stt, source: source + " stt_config")
+            sttAudioDelaySeconds = try sttReader.double("audio_delay_seconds") ?? 0
+            sttSilencePrefixSeconds = try sttReader.double("audio_silence_prefix_seconds") ?? 0
+            guard sttAudioDelaySeconds >= 0, sttSilencePrefixSeconds >= 0, sttAudioDelaySeconds < 60, sttSilencePrefixSeconds < 60 else {
+                throw LMConfigError(key: "stt_config", message: "audio_delay_seconds and audio_silence_prefix_seconds must be in 0…60 s",
+                                    source: source)
+            }
+        }
+        conditioning = try Self.conditioning(json, source: source)
         ignoredKeys = json.keys.filter { !Self.repoKeys.contains($0) && !Self.architectureKeys.contains($0) }.sorted()
         do { try validate() } catch var error as LMConfigError {
             error.source = source
             throw error
         }
+    }
+
+    /// The one conditioning this engine implements: a single LUT conditioner summed into the input
+    /// (Hibiki's `description`). Cross-attention, tensor conditioners, prepending: refused by key.
+    private static func conditioning(_ json: [String: Any], source: String) throws -> LUTConditioning? {
+        func fail(_ key: String, _ message: String) -> LMConfigError { LMConfigError(key: key, message: message, source: source) }
+        let conditioners = json["conditioners"] as? [String: Any] ?? [:]
+        if let raw = json["conditioners"], !(raw is NSNull), !(raw is [String: Any]) { throw fail("conditioners", "expected an object") }
+        let fuser = json["fuser"] as? [String: Any] ?? [:]
+        if let raw = json["fuser"], !(raw is NSNull), !(raw is [String: Any]) { throw fail("fuser", "expected an object") }
+        if conditioners.isEmpty {
+            if fuser.values.contains(where: { ($0 as? [Any])?.isEmpty == false }) {
+                throw fail("fuser", "fuses conditions but config.json declares no conditioners")
+            }
+            return nil
+        }
+        for method in ["cross", "prepend"] {
+            if let names = fuser[method] as? [Any], !names.isEmpty {
+                throw fail("fuser", "\(method): \(names) is not supported: only conditions summed into the input (fuser.sum, Hibiki's) are; "
+                    + "cross-attention conditioning is TTS's")
+            }
+        }
+        guard conditioners.count == 1, let (name, rawSpec) = conditioners.first else {
+            throw fail("conditioners", "\(conditioners.keys.sorted()): only one LUT conditioner (Hibiki's description) is supported")
+        }
+        guard let sum = fuser["sum"] as? [String], sum == [name] else {
+            throw fail("fuser", "sum must be [\"\(name)\"] (the conditioner is summed into the input), got \(fuser["sum"] ?? "nothing")")
+        }
+        guard let spec = rawSpec as? [String: Any], let type = spec["type"] as? String else {
+            throw fail("conditioners", "\(name): expected {\"type\": …, …}")
+        }
+        guard type == "lut", let lut = spec["lut"] as? [String: Any] else {
+            throw fail("conditioners", "\(name): type \"\(type)\" is not supported (only \"lut\", Hibiki's)")
+        }
+        let reader = Reader(json: lut, source: source + " conditioners.\(name).lut")
+        guard let bins = try reader.int("n_bins"), let dim = try reader.int("dim") else {
+            throw fail("conditioners", "\(name).lut needs n_bins and dim")
+        }
+        if let tokenizer = try reader.string("tokenizer"), tokenizer != "noop" {
+            throw fail("conditioners", "\(name).lut.tokenizer \"\(tokenizer)\" is not supported (only \"noop\")")
+        }
+        guard let values = lut["possible_values"] as? [String], !values.isEmpty else {
+            throw fail("conditioners", "\(name).lut.possible_values: expected the list of values (hashed values are not supported)")
+        }
+        let c = LUTConditioning(name: name, bins: bins, dim: dim, values: values)
+        for v in [c.conditioned, c.unconditioned] where !values.contains(v) {
+            throw fail("conditioners", "\(name).lut.possible_values lacks \"\(v)\", which Kyutai's inference conditions on")
+        }
+        return c
     }
 
     /// Reads `path` (a config.json file).
@@ -208,15 +273,23 @@ extension LMConfig {
 
     /// This config as Kyutai's config.json keys (the ones `init(kyutaiConfigJSON:)` reads).
     public var kyutaiConfigJSON: String {
-        let object: [String: Any] = [
+        var object: [String: Any] = [
             "dim": dim, "text_card": textCard, "text_card_out": textCardOut, "existing_text_padding_id": textPaddingId,
             "existing_text_end_padding_id": textEndPaddingId, "n_q": nQ, "dep_q": depQ, "card": card, "num_heads": numHeads,
             "num_layers": numLayers, "hidden_scale": hiddenScale, "context": context, "max_period": Double(maxPeriod),
             "depformer_dim": depformerDim, "depformer_dim_feedforward": depformerDimFeedforward,
             "depformer_num_heads": depformerNumHeads, "depformer_num_layers": depformerNumLayers,
             "depformer_multi_linear": depformerMultiLinear, "delays": delays,
-            "extra_heads_num_heads": extraHeadsNumHeads, "extra_heads_dim": extraHeadsDim,
+            "extra_heads_num_heads": extraHeadsNumHeads, "extra_heads_dim": extraHeadsDim, "model_type": kind.rawValue,
         ]
+        if kind == .stt {
+            object["stt_config"] = ["audio_delay_seconds": sttAudioDelaySeconds, "audio_silence_prefix_seconds": sttSilencePrefixSeconds]
+        }
+        if let c = conditioning {
+            object["conditioners"] = [c.name: ["type": "lut", "lut": ["n_bins": c.bins, "dim": c.dim, "tokenizer": "noop",
+                                                                      "possible_values": c.values]]]
+            object["fuser"] = ["sum": [c.name]]
+        }
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
     }

@@ -1,7 +1,8 @@
 import Foundation
 
 /// Streaming generation, exactly Kyutai's `LMGen._step` (spec §3.7). Streams: 0 = text,
-/// 1…depQ = Moshi's audio codebooks, depQ+1… = the user's. Each has a delay d_s (text and the
+/// 1…G = Moshi's audio codebooks (G = `generatedStreams`: dep_q, 8 for PersonaPlex, 0 for STT),
+/// G+1… = the user's. Each has a delay d_s (text and the
 /// semantic codebooks 0, acoustic ones 1 for moshiko).
 ///
 /// The state keeps a ring `cache[stream][CT]`, CT = maxDelay + 2, filled with −2 ("not generated
@@ -28,15 +29,20 @@ public struct LMGen: Sendable {
     }
 
     public var config: LMConfig { model.config }
+    /// Classifier-free guidance is on (a coefficient other than 1 on a conditioned model).
+    public var guided: Bool { sampling.cfgCoefficient != 1 && model.config.conditioning != nil }
     /// Columns of the delay ring.
     public var ringLength: Int { config.maxDelay + 2 }
 
     public struct State: Sendable {
         public var model: LMModel.State
+        /// The unconditioned branch of classifier-free guidance (its own KV rings), nil without CFG.
+        public var null: LMModel.State?
+        var nullDepformer: Depformer.State?
         var cache: [Int32]       // [numStreams, ringLength]
         var input: [Int32]       // [numStreams]
-        var generated: [Int32]   // [1 + depQ]: this call's text + audio tokens
-        /// The last frame returned: text token, then depQ audio codes [1 + depQ].
+        var generated: [Int32]   // [1 + G]: this call's text + audio tokens
+        /// The last frame returned: text token, then G audio codes [1 + G].
         public internal(set) var output: [Int32]
         var sampler: Sampler
         let seed: UInt64
@@ -46,6 +52,7 @@ public struct LMGen: Sendable {
 
         public mutating func reset() {
             model.reset()
+            null?.reset()
             for i in cache.indices { cache[i] = -2 }
             sampler = Sampler(seed: seed)
         }
@@ -54,9 +61,12 @@ public struct LMGen: Sendable {
     /// A fresh conversation whose KV rings store `kvCache` (see `LMModel.makeState(kvCache:)`).
     public func makeState(kvCache: KVCacheType = .bf16) -> State {
         let c = config
-        return State(model: model.makeState(kvCache: kvCache), cache: [Int32](repeating: -2, count: c.numStreams * ringLength),
-                     input: [Int32](repeating: 0, count: c.numStreams), generated: [Int32](repeating: 0, count: 1 + c.depQ),
-                     output: [Int32](repeating: -2, count: 1 + c.depQ),
+        let g = c.generatedStreams
+        let null = guided ? model.makeState(kvCache: kvCache, condition: c.conditioning?.unconditioned) : nil
+        return State(model: model.makeState(kvCache: kvCache), null: null, nullDepformer: null?.depformer,
+                     cache: [Int32](repeating: -2, count: c.numStreams * ringLength),
+                     input: [Int32](repeating: 0, count: c.numStreams), generated: [Int32](repeating: 0, count: 1 + g),
+                     output: [Int32](repeating: -2, count: 1 + g),
                      sampler: Sampler(seed: sampling.seed, maxTopK: max(256, sampling.textTopK, sampling.audioTopK)),
                      seed: sampling.seed)
     }
@@ -71,16 +81,53 @@ public struct LMGen: Sendable {
     /// As `step(userCodes:state:)`, calling `temporalDone` between the temporal transformer and the
     /// depformer (the engine stamps the time there to report the two stages apart).
     public func step(userCodes: UnsafeBufferPointer<Int32>, state: inout State, temporalDone: () -> Void) throws -> Bool {
+        try step(userCodes: userCodes, state: &state, forcing: nil, temporalDone: temporalDone)
+    }
+
+    /// What a prompt phase imposes on one call (PersonaPlex's system prompts, lm.py
+    /// `step_system_prompts`): the model's own text and audio tokens are replaced by these before
+    /// they enter the ring, and with `embedding` the temporal input is that vector instead of the
+    /// tokens' embedding sum.
+    public struct Forcing {
+        public var text: Int32?
+        /// Moshi's G audio codes, or nil to keep what the depformer generated.
+        public var audio: UnsafeBufferPointer<Int32>?
+        public var embedding: UnsafePointer<Float>?
+        /// Skip the depformer (its tokens would be overwritten anyway).
+        public var skipDepformer: Bool
+
+        public init(text: Int32? = nil, audio: UnsafeBufferPointer<Int32>? = nil, embedding: UnsafePointer<Float>? = nil,
+                    skipDepformer: Bool = false) {
+            self.text = text
+            self.audio = audio
+            self.embedding = embedding
+            self.skipDepformer = skipDepformer
+        }
+    }
+
+    public func step(userCodes: UnsafeBufferPointer<Int32>, state: inout State, forcing: Forcing?,
+                     temporalDone: () -> Void = {}) throws -> Bool {
         let c = config
         let ct = ringLength
+        let g = c.generatedStreams
         guard userCodes.count >= c.userStreams else {
             throw LMError.wrongStreamCount(got: userCodes.count, expected: c.userStreams)
         }
         for u in 0..<c.userStreams where userCodes[u] < -1 || Int(userCodes[u]) > c.card {
             throw LMError.tokenOutOfRange(stream: "user codebook \(u)", token: Int(userCodes[u]), valid: -1...c.card)
         }
+        if sampling.cfgCoefficient != 1 && !guided {
+            throw LMError.guidanceWithoutConditioning(coefficient: sampling.cfgCoefficient)
+        }
+        if let forcing {
+            if let text = forcing.text { try model.checkToken(text, stream: 0) }
+            if let audio = forcing.audio {
+                guard audio.count >= g else { throw LMError.wrongStreamCount(got: audio.count, expected: g) }
+                for k in 0..<g { try model.checkToken(audio[k], stream: 1 + k) }
+            }
+        }
         let o = state.offset
-        let firstUser = 1 + c.depQ
+        let firstUser = 1 + g
         for u in 0..<c.userStreams {
             let s = firstUser + u
             state.cache[s * ct + (o + c.delays[s]) % ct] = userCodes[u]
@@ -92,28 +139,60 @@ public struct LMGen: Sendable {
                 state.input[s] = state.cache[s * ct + o % ct]
             }
         }
-        try state.input.withUnsafeBufferPointer { try model.temporalStep($0, state: &state.model) }
+        let embedding = forcing?.embedding
+        try state.input.withUnsafeBufferPointer { input in
+            try model.temporalStep(input, state: &state.model, embedding: embedding)
+            if state.null != nil { try model.temporalStep(input, state: &state.null!, embedding: embedding) }
+        }
+        if let null = state.null {
+            let coefficient = sampling.cfgCoefficient
+            state.model.textLogits.withUnsafeMutableBufferPointer { conditioned in
+                null.textLogits.withUnsafeBufferPointer { unconditioned in
+                    for i in 0..<conditioned.count {
+                        conditioned[i] = unconditioned[i] + (conditioned[i] - unconditioned[i]) * coefficient
+                    }
+                }
+            }
+        }
         let sampledText = state.model.textLogits.withUnsafeBufferPointer { logits in
             state.sampler.sample(logits.baseAddress!, count: c.textCardOut, temperature: sampling.textTemperature,
                                  topK: sampling.textTopK)
         }
-        guard let text = sampledText else { throw LMError.nonFiniteLogits(what: "text logits", step: o) }
+        guard let sampled = sampledText else { throw LMError.nonFiniteLogits(what: "text logits", step: o) }
         temporalDone()
-        state.generated[0] = Int32(text)
-        try state.model.hidden.withUnsafeBufferPointer { hidden in
-            try state.generated.withUnsafeMutableBufferPointer { generated in
-                try model.depformer.step(hidden: hidden.baseAddress!, textToken: Int32(text), sampler: &state.sampler,
-                                         temperature: sampling.audioTemperature, topK: sampling.audioTopK,
-                                         tokens: generated.baseAddress! + 1, frame: o, state: &state.model.depformer)
-            }
+        let text = forcing?.text ?? Int32(sampled)
+        state.generated[0] = text
+        if g > 0 && forcing?.skipDepformer != true {
+            try runDepformer(text: text, frame: o, state: &state)
         }
+        if let audio = forcing?.audio { for k in 0..<g { state.generated[1 + k] = audio[k] } }
         let column = (o + 1) % ct
-        for s in 0...c.depQ { state.cache[s * ct + column] = state.generated[s] }
+        for s in 0...g { state.cache[s * ct + column] = state.generated[s] }
         if o + 1 <= c.maxDelay { return false }
-        for s in 0...c.depQ {
+        for s in 0...g {
             state.output[s] = state.cache[s * ct + (o + 1 - c.maxDelay + c.delays[s]) % ct]
         }
         return true
+    }
+
+    private func runDepformer(text: Int32, frame o: Int, state: inout State) throws {
+        let coefficient = sampling.cfgCoefficient
+        try state.model.hidden.withUnsafeBufferPointer { hidden in
+            try state.generated.withUnsafeMutableBufferPointer { generated in
+                if let null = state.null {
+                    try null.hidden.withUnsafeBufferPointer { nullHidden in
+                        try model.depformer.step(hidden: hidden.baseAddress!, textToken: text, sampler: &state.sampler,
+                                                 temperature: sampling.audioTemperature, topK: sampling.audioTopK,
+                                                 tokens: generated.baseAddress! + 1, frame: o, state: &state.model.depformer,
+                                                 guidance: (nullHidden.baseAddress!, coefficient), nullState: &state.nullDepformer)
+                    }
+                } else {
+                    try model.depformer.step(hidden: hidden.baseAddress!, textToken: text, sampler: &state.sampler,
+                                             temperature: sampling.audioTemperature, topK: sampling.audioTopK,
+                                             tokens: generated.baseAddress! + 1, frame: o, state: &state.model.depformer)
+                }
+            }
+        }
     }
 
     /// Convenience for offline callers: the returned frame, or nil on the first `maxDelay` calls.

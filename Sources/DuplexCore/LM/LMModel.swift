@@ -8,6 +8,8 @@ public enum LMError: Error, CustomStringConvertible, Sendable, Equatable {
     case wrongStreamCount(got: Int, expected: Int)
     /// NaN or ±Inf among the logits (poisoned weights or activations blew up).
     case nonFiniteLogits(what: String, step: Int)
+    /// Classifier-free guidance asked of a model that has no conditioning to guide with.
+    case guidanceWithoutConditioning(coefficient: Float)
 
     public var description: String {
         switch self {
@@ -15,6 +17,8 @@ public enum LMError: Error, CustomStringConvertible, Sendable, Equatable {
             return "token \(token) for \(stream) is out of range (valid: \(valid.lowerBound)…\(valid.upperBound), −1 = no input)"
         case let .wrongStreamCount(got, expected):
             return "got \(got) user codebooks per frame, expected at least \(expected)"
+        case let .guidanceWithoutConditioning(coefficient):
+            return "classifier-free guidance (cfg \(coefficient)) needs a conditioned model (Hibiki); this one has no conditioners"
         case let .nonFiniteLogits(what, step):
             return "\(what) at step \(step) contain NaN or Inf: the weights are poisoned or the activations overflowed "
                 + "(check the checkpoint with `duplex info --scan --model …`)"
@@ -41,7 +45,10 @@ public final class LMModel: Sendable {
     let outNorm: Norm                  // out_norm.alpha [1, 1, dim]
     let textLinear: WeightMatrix       // text_linear.weight [textCardOut, dim]
     public let depformer: Depformer
-    let extraHeads: [WeightMatrix]     // extra_heads.{i}.weight [extraHeadsDim, dim] (loaded, unused)
+    let extraHeads: [WeightMatrix]     // extra_heads.{i}.weight [extraHeadsDim, dim]
+    /// Hibiki's conditioning, one `dim` vector per possible value: output_proj(embed[value]),
+    /// computed once (Kyutai computes it once per generation, in f32) [values, dim].
+    let conditionVectors: [Float]
 
     /// Asks `store` for every tensor by its checkpoint name (`LMTensorNames`), after the store
     /// has checked its file against `LMTensorNames.table(config)`; problems are collected in the
@@ -57,7 +64,27 @@ public final class LMModel: Sendable {
         textLinear = store.matrix(N.textLinear, shape: [c.textCardOut, c.dim])
         depformer = Depformer(store: store, config: c)
         extraHeads = (0..<c.extraHeadsNumHeads).map { store.matrix(N.extraHeads($0), shape: [c.extraHeadsDim, c.dim]) }
+        if let lut = c.conditioning {
+            let n = N.conditioner(lut.name)
+            let embed = store.matrix(n.embed, shape: [lut.bins + 1, lut.dim])
+            let project = store.matrix(n.outputProj, shape: [c.dim, lut.dim])
+            _ = store.tensor(n.learntPadding, shape: [1, 1, c.dim])
+            var vectors = [Float](repeating: 0, count: lut.values.count * c.dim)
+            var row = [Float](repeating: 0, count: lut.dim)
+            if embed.rows == lut.bins + 1, project.rows == c.dim {   // else the store has recorded the problem
+                for v in lut.values.indices {
+                    row.withUnsafeMutableBufferPointer { embed.copyRow(v, into: $0.baseAddress!) }
+                    vectors.withUnsafeMutableBufferPointer { project.apply(row, into: $0.baseAddress! + v * c.dim) }
+                }
+            }
+            conditionVectors = vectors
+        } else {
+            conditionVectors = []
+        }
     }
+
+    /// The index of a conditioning value (Hibiki's "very_good", …), nil when the model has none or lacks it.
+    public func conditionIndex(_ value: String) -> Int? { config.conditioning?.values.firstIndex(of: value) }
 
     /// Loads an LM checkpoint strictly: every tensor the config implies must be there with its
     /// shape, and nothing else may be. Kyutai's PyTorch safetensors, candle's GGUF
@@ -124,6 +151,11 @@ public final class LMModel: Sendable {
         public internal(set) var hidden: [Float]
         /// Text logits of the last step [textCardOut].
         public internal(set) var textLogits: [Float]
+        /// The extra heads' softmax of the last step [extraHeadsNumHeads, extraHeadsDim]
+        /// (Kyutai STT's semantic voice activity: `step_with_extra_heads`).
+        public internal(set) var extraHeads: [Float]
+        /// Which conditioning vector is summed into every input (Hibiki), −1 for none.
+        public var condition: Int
         var row: [Float]                // [dim] scratch for embedding rows
         /// Temporal steps taken (the next step's position; never wraps): the temporal
         /// transformer's position, the one counter of this stream.
@@ -140,10 +172,13 @@ public final class LMModel: Sendable {
     /// A fresh stream. `kvCache` is what both transformers' KV rings store: bf16 by default
     /// (half the bytes a step at a full context reads, and what Kyutai's GPU caches hold); f32
     /// for exact parity with Kyutai's f32 CPU reference; q8 for a quarter of f32's bytes.
-    public func makeState(kvCache: KVCacheType = .bf16) -> State {
-        State(transformer: transformer.makeState(maxSteps: 1, kvCache: kvCache), depformer: depformer.makeState(kvCache: kvCache),
-              hidden: [Float](repeating: 0, count: config.dim), textLogits: [Float](repeating: 0, count: config.textCardOut),
-              row: [Float](repeating: 0, count: config.dim))
+    /// `condition`: the conditioning value summed into every step (Hibiki; default its conditioned value).
+    public func makeState(kvCache: KVCacheType = .bf16, condition: String? = nil) -> State {
+        let value = condition ?? config.conditioning?.conditioned
+        return State(transformer: transformer.makeState(maxSteps: 1, kvCache: kvCache), depformer: depformer.makeState(kvCache: kvCache),
+                     hidden: [Float](repeating: 0, count: config.dim), textLogits: [Float](repeating: 0, count: config.textCardOut),
+                     extraHeads: [Float](repeating: 0, count: config.extraHeadsNumHeads * config.extraHeadsDim),
+                     condition: value.flatMap(conditionIndex) ?? -1, row: [Float](repeating: 0, count: config.dim))
     }
 
     /// Checks one input token of stream `s` (0 = text, 1… = audio): −1 means "no input"
@@ -157,23 +192,40 @@ public final class LMModel: Sendable {
     }
 
     /// One temporal step: `tokens[0..<1+nQ]` (text, then every audio stream, already delayed)
-    /// → `state.hidden` and `state.textLogits`.
-    public func temporalStep(_ tokens: UnsafeBufferPointer<Int32>, state: inout State) throws {
+    /// → `state.hidden`, `state.textLogits` and `state.extraHeads`. With `embedding` [dim], that
+    /// vector is the input instead of the tokens' embedding sum (PersonaPlex's voice prompts are
+    /// precomputed input embeddings, Kyutai-fork `forward_embeddings`); the tokens are then unused.
+    public func temporalStep(_ tokens: UnsafeBufferPointer<Int32>, state: inout State,
+                             embedding: UnsafePointer<Float>? = nil) throws {
         guard tokens.count >= config.numStreams else {
-            throw LMError.wrongStreamCount(got: max(0, tokens.count - 1 - config.depQ), expected: config.userStreams)
+            throw LMError.wrongStreamCount(got: max(0, tokens.count - 1 - config.generatedStreams), expected: config.userStreams)
         }
-        for s in 0..<config.numStreams { try checkToken(tokens[s], stream: s) }
+        if embedding == nil { for s in 0..<config.numStreams { try checkToken(tokens[s], stream: s) } }
         let d = config.dim
+        let hibiki = config.kind == .hibiki
         state.hidden.withUnsafeMutableBufferPointer { xBuf in
         state.row.withUnsafeMutableBufferPointer { rowBuf in
             let x = xBuf.baseAddress!, row = rowBuf.baseAddress!
-            // Embeddings summed (Kyutai's ScaledEmbedding: −1 → zeros, other negatives clamp to row 0).
-            x.update(repeating: 0, count: d)
-            for s in 0..<config.numStreams {
-                let token = tokens[s]
-                if token == -1 { continue }
-                (s == 0 ? textEmb : emb[s - 1]).copyRow(Int(max(0, token)), into: row)
-                for i in 0..<d { x[i] += row[i] }
+            if let embedding {
+                x.update(from: embedding, count: d)
+            } else {
+                // Embeddings summed (Kyutai's ScaledEmbedding: −1 → zeros, other negatives clamp to row 0).
+                x.update(repeating: 0, count: d)
+                for s in 0..<config.numStreams {
+                    var token = tokens[s]
+                    if token == -1 { continue }
+                    // Kyutai's Hibiki loader copies text_emb row 3 (PAD) over row 2 (EOS), so an EOS
+                    // sampled before the input ends reads as PAD; reading row 3 is the same, copy-free.
+                    if hibiki && s == 0 && token == 2 { token = 3 }
+                    (s == 0 ? textEmb : emb[s - 1]).copyRow(Int(max(0, token)), into: row)
+                    for i in 0..<d { x[i] += row[i] }
+                }
+            }
+            if state.condition >= 0 {
+                conditionVectors.withUnsafeBufferPointer { v in
+                    let c = v.baseAddress! + state.condition * d
+                    for i in 0..<d { x[i] += c[i] }
+                }
             }
             transformer.step(x, steps: 1, state: &state.transformer)
             outNorm.apply(x, into: x)
@@ -181,6 +233,15 @@ public final class LMModel: Sendable {
         }
         state.hidden.withUnsafeBufferPointer { h in
             state.textLogits.withUnsafeMutableBufferPointer { textLinear.apply(h.baseAddress!, into: $0.baseAddress!) }
+            guard !extraHeads.isEmpty else { return }
+            let width = config.extraHeadsDim
+            state.extraHeads.withUnsafeMutableBufferPointer { out in
+                for (i, head) in extraHeads.enumerated() {
+                    let p = out.baseAddress! + i * width
+                    head.apply(h.baseAddress!, into: p)
+                    Activations.softmax(p, count: width)
+                }
+            }
         }
     }
 
@@ -188,16 +249,15 @@ public final class LMModel: Sendable {
     public var matrices: [WeightMatrix] {
         var all = [textEmb] + emb + [textLinear] + extraHeads
         for layer in transformer.layers + depformer.transformer.layers { all += layer.matrices }
-        all += depformer.inputs + [depformer.textEmb] + depformer.emb + depformer.heads
+        if config.depQ > 0 { all += depformer.inputs + [depformer.textEmb] + depformer.emb + depformer.heads }
         return all
     }
 
     /// The matrices one step streams in full, each as often as a step reads it (embeddings,
     /// read one row per token, are not among them): what the bandwidth and compute floors count.
     public var streamedMatrices: [WeightMatrix] {
-        var all = [textLinear] + depformer.heads
-        all += config.depformerMultiLinear ? depformer.inputs : Array(repeating: depformer.inputs[0], count: config.depQ)
-        for layer in transformer.layers + depformer.transformer.layers { all += layer.matrices }
+        var all = [textLinear] + extraHeads + depformer.streamedMatrices
+        for layer in transformer.layers { all += layer.matrices }
         return all
     }
 
@@ -207,20 +267,15 @@ public final class LMModel: Sendable {
     }
 
     /// Bytes of weights one step streams (every matrix once; embeddings one row each).
-    public var weightBytesPerStep: Int {
-        var total = textLinear.byteCount + depformer.weightBytesPerStep
-        for layer in transformer.layers { total += layer.weightBytes }
-        return total
-    }
+    public var weightBytesPerStep: Int { streamedMatrices.reduce(0) { $0 + $1.byteCount } }
 }
 
 extension TransformerLayer {
     /// This layer's matrices (all weight sets).
     var matrices: [WeightMatrix] { attention.inProjs + attention.outProjs + ffnIn + ffnOut }
 
-    /// Bytes of this layer's matrices (all weight sets).
-    var weightBytes: Int {
-        attention.inProjs.reduce(0) { $0 + $1.byteCount } + attention.outProjs.reduce(0) { $0 + $1.byteCount }
-            + ffnIn.reduce(0) { $0 + $1.byteCount } + ffnOut.reduce(0) { $0 + $1.byteCount }
+    /// The matrices of its first `sets` weight sets (what a depformer running fewer steps reads).
+    func matrices(sets: Int) -> [WeightMatrix] {
+        Array(attention.inProjs.prefix(sets)) + attention.outProjs.prefix(sets) + ffnIn.prefix(sets) + ffnOut.prefix(sets)
     }
 }

@@ -18,18 +18,39 @@ public enum LMTensorNames {
     /// Logits of depth step `k`.
     public static func linears(_ k: Int) -> String { "linears.\(k).weight" }
     public static func extraHeads(_ i: Int) -> String { "extra_heads.\(i).weight" }
+    /// Hibiki's LUT conditioner (kept f32 by Kyutai's loader): `embed` [n_bins + 1, lut dim],
+    /// `output_proj` [dim, lut dim], `learnt_padding` [1, 1, dim] (used only for a missing value).
+    public static func conditioner(_ name: String) -> (embed: String, outputProj: String, learntPadding: String) {
+        let p = "condition_provider.conditioners.\(name)."
+        return (p + "embed.weight", p + "output_proj.weight", p + "learnt_padding")
+    }
 
     /// Every tensor of an LM checkpoint for `config`, in load order.
     public static func table(_ c: LMConfig) -> TensorTable {
-        let dd = c.depformerDim
         var s = [TensorSpec(textEmb, [c.textCard + 1, c.dim], .embedding, role: "text token embedding (row \(c.textCard) = initial token)")]
         for i in 0..<c.nQ {
-            let who = i < c.depQ ? "Moshi's audio codebook \(i)" : "user audio codebook \(i - c.depQ)"
+            let who = i < c.generatedStreams ? "Moshi's audio codebook \(i)" : "user audio codebook \(i - c.generatedStreams)"
             s.append(TensorSpec(emb(i), [c.card + 1, c.dim], .embedding, role: "\(who) embedding (row \(c.card) = initial token)"))
         }
         s += transformer.specs(c.temporalTransformer, role: "temporal")
         s += outNorm.specs(.rmsNorm(eps: 1e-8), dim: c.dim, role: "temporal output norm")
         s.append(TensorSpec(textLinear, [c.textCardOut, c.dim], .matrix, role: "text head (logits)"))
+        if c.depQ > 0 { s += depformerSpecs(c) }
+        for i in 0..<c.extraHeadsNumHeads {
+            s.append(TensorSpec(extraHeads(i), [c.extraHeadsDim, c.dim], .matrix, role: "extra head \(i) (semantic voice activity)"))
+        }
+        if let lut = c.conditioning {
+            let n = conditioner(lut.name)
+            s.append(TensorSpec(n.embed, [lut.bins + 1, lut.dim], .embedding, role: "\(lut.name) conditioner table (row \(lut.bins) = padding)"))
+            s.append(TensorSpec(n.outputProj, [c.dim, lut.dim], .matrix, role: "\(lut.name) conditioner projection"))
+            s.append(TensorSpec(n.learntPadding, [1, 1, c.dim], .bias, role: "\(lut.name) conditioner padding (unused: the value is always given)"))
+        }
+        return TensorTable(model: "Moshi LM", specs: s)
+    }
+
+    private static func depformerSpecs(_ c: LMConfig) -> [TensorSpec] {
+        let dd = c.depformerDim
+        var s: [TensorSpec] = []
         for k in 0..<(c.depformerMultiLinear ? c.depQ : 1) {
             let which = c.depformerMultiLinear ? "depth step \(k)" : "every depth step"
             s.append(TensorSpec(depformerIn(k), [dd, c.dim], .matrix, role: "depformer input projection of \(which)"))
@@ -43,10 +64,7 @@ public enum LMTensorNames {
         for k in 0..<c.depQ {
             s.append(TensorSpec(linears(k), [c.card, dd], .matrix, role: "depformer head of audio codebook \(k) (logits)"))
         }
-        for i in 0..<c.extraHeadsNumHeads {
-            s.append(TensorSpec(extraHeads(i), [c.extraHeadsDim, c.dim], .matrix, role: "extra head \(i) (loaded, unused)"))
-        }
-        return TensorTable(model: "Moshi LM", specs: s)
+        return s
     }
 
     // MARK: other layouts of the same tensors

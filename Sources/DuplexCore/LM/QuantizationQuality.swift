@@ -22,9 +22,9 @@ public enum QuantizationQuality {
         let gen = LMGen(model: reference, sampling: .greedy)
         var state = gen.makeState(kvCache: kvCache)
         var candidateState = candidate.makeState(kvCache: kvCache)
-        var heads = (0...c.depQ).map { Head(name: $0 == 0 ? "text" : "audio \($0 - 1)", relativeError: 0, top1Agreement: 0) }
+        var heads = (0...c.generatedStreams).map { Head(name: $0 == 0 ? "text" : "audio \($0 - 1)", relativeError: 0, top1Agreement: 0) }
         var sampler = Sampler(seed: 0)
-        var drawn = [Int32](repeating: 0, count: c.depQ)
+        var drawn = [Int32](repeating: 0, count: c.generatedStreams)
         let users = max(1, c.userStreams)
         for i in 0..<steps {
             let offset = (i * users) % max(1, userCodes.count - users + 1)
@@ -33,6 +33,7 @@ public enum QuantizationQuality {
             }
             // The reference's inputs of this step and the tokens it drew.
             try state.input.withUnsafeBufferPointer { try candidate.temporalStep($0, state: &candidateState) }
+            if c.generatedStreams > 0 {
             try candidateState.hidden.withUnsafeBufferPointer { hidden in
                 try state.generated.withUnsafeBufferPointer { generated in
                     try drawn.withUnsafeMutableBufferPointer { tokens in
@@ -42,8 +43,9 @@ public enum QuantizationQuality {
                     }
                 }
             }
+            }
             accumulate(&heads[0], state.model.textLogits[...], candidateState.textLogits[...])
-            for k in 0..<c.depQ {
+            for k in 0..<c.generatedStreams {
                 let range = (k * c.card)..<((k + 1) * c.card)
                 accumulate(&heads[k + 1], state.model.depformer.logits[range], candidateState.depformer.logits[range])
             }

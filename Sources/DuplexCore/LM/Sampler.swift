@@ -10,6 +10,9 @@ public struct SamplingParameters: Sendable, Equatable {
     public var audioTopK = 250
     /// Seed of the one random stream all draws of a session come from (Kyutai's server seeds 42424242).
     public var seed: UInt64 = 42_424_242
+    /// Classifier-free guidance (Kyutai's `cfg_coef`, Hibiki): 1 = off; otherwise every step also
+    /// runs unconditioned and the logits become null + (conditioned − null) · coefficient.
+    public var cfgCoefficient: Float = 1
 
     public init() {}
 
