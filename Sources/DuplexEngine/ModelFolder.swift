@@ -89,6 +89,13 @@ public struct ModelFolder: Sendable {
                 config = .moshi7BCandle
                 notes.append("no config.json in \(path): \(lmFile!) is a candle GGUF, run as Kyutai's Rust server runs it "
                              + "(moshiko/moshika 7B, acoustic delay 2)")
+            } else if let lmFile, lmFile.hasSuffix(".safetensors"),
+                      let header = try? SafetensorsFile(path: (path as NSString).appendingPathComponent(lmFile)),
+                      header.entries["linears.15.weight"] != nil, header.entries["linears.16.weight"] == nil {
+                // NVIDIA's loader reads no config.json either: 16 depformer steps is PersonaPlex.
+                config = .personaplex7B
+                notes.append("no config.json in \(path): \(lmFile) has 16 depformer steps, run as NVIDIA's PersonaPlex 7B "
+                             + "(8 user streams; give --voice-prompt and --text-prompt for its persona)")
             } else {
                 config = .moshi7B
                 notes.append("no config.json in \(path): assuming moshiko/moshika 7B" + (lmFile.map { " (LM file \($0))" } ?? ""))

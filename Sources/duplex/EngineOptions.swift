@@ -47,11 +47,14 @@ struct ModelOption: ParsableArguments {
     }
 
     /// The model folder, its sessions run as `runtime` says.
-    /// `folder`: already opened (its notes already shown); `tokenizer`: required, not optional.
-    func load(_ runtime: LMRuntimeOptions, folder opened: ModelFolder? = nil, tokenizer: Bool = false) throws -> EngineModel {
+    /// `folder`: already opened (its notes already shown); `tokenizer`: required, not optional;
+    /// `sampling`: options checked against the model before the (long) load.
+    func load(_ runtime: LMRuntimeOptions, folder opened: ModelFolder? = nil, tokenizer: Bool = false,
+              sampling: SamplingOptions? = nil) throws -> EngineModel {
         let start = Date()
         let folder = try opened ?? ModelFolder(path)
         if opened == nil { for note in folder.notes { warn("note: \(note)") } }
+        try sampling?.check(folder.config)
         let recipe = try self.recipe
         let bar = ProgressBar("quantizing the LM to \(recipe?.name ?? "")")
         let engine = try EngineModel.load(folder: folder, tokenizer: tokenizer, kvCache: runtime.resolvedKVCache, quantize: recipe,

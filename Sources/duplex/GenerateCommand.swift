@@ -13,8 +13,11 @@ struct Generate: ParsableCommand {
         abstract: "Run a recording (or user codes) through Moshi offline, frame by frame.",
         discussion: """
             Audio: --input IN.wav --output OUT.wav [--text OUT.txt].
-            Tokens (no codec needed): --input-codes user.npy (int32 [8, frames], the user's Mimi codes)
-            and --output-codes out.npy (int32 [9, frames]: Moshi's text token, then its 8 audio codes).
+            Tokens (no codec needed): --input-codes user.npy (int32 [U, frames], the user's Mimi codes) and
+            --output-codes out.npy (int32 [1 + G, frames]: the text token, then the model's own audio codes).
+            U and G per model: Moshi 8 and 8, PersonaPlex 8 and 8, Hibiki 8 and 8, Kyutai STT 32 and 0 (text only).
+            Hibiki with audio input: after the input, one end-of-stream frame and then silence until the model
+            says its text EOS (Kyutai's run_inference), so the translation finishes; --max-tail-frames caps it.
             --model is a folder laid out like Kyutai's HF repos (see `duplex generate --help` and README).
             """)
 
@@ -30,14 +33,17 @@ struct Generate: ParsableCommand {
     @Option(help: "Moshi's text (the transcript of what it said).")
     var text: String?
 
-    @Option(name: .customLong("input-codes"), help: "User codes instead of audio: .npy int32 [8, frames] (extra codebooks ignored).")
+    @Option(name: .customLong("input-codes"), help: "User codes instead of audio: .npy int32 [U, frames], U = the model's user codebooks (extra ones ignored).")
     var inputCodes: String?
 
-    @Option(name: .customLong("output-codes"), help: "Write what the model produced: .npy int32 [9, frames] (text, then 8 audio codes).")
+    @Option(name: .customLong("output-codes"), help: "Write what the model produced: .npy int32 [1 + G, frames] (text, then its G audio codes).")
     var outputCodes: String?
 
     @Option(help: "Stop after this many input frames.")
     var maxFrames: Int?
+
+    @Option(name: .customLong("max-tail-frames"), help: "Hibiki: at most this many silent frames after the input while waiting for its EOS (default 250 = 20 s).")
+    var maxTailFrames = 250
 
     @OptionGroup var sampling: SamplingOptions
     @OptionGroup var runtime: LMRuntimeOptions
@@ -51,12 +57,14 @@ struct Generate: ParsableCommand {
             throw ValidationError("nothing to write: give --output OUT.wav, --text OUT.txt and/or --output-codes FILE.npy")
         }
         if let maxFrames, maxFrames < 1 { throw ValidationError("--max-frames must be at least 1") }
+        if maxTailFrames < 0 { throw ValidationError("--max-tail-frames must be ≥ 0") }
     }
 
     func run() throws {
         compute.apply()
         let folder = try ModelFolder(model)
         for note in folder.notes { warn("note: \(note)") }
+        try sampling.check(folder.config, listening: input == nil && output == nil)
         // Check every file the run will need before the long part starts.
         let audioIn = try input.map { try CodecAudio.read($0, raw: false, sampleRate: 24_000) }
         if let audioIn, audioIn.isEmpty { throw CLIError("\(input!): no audio") }
@@ -79,6 +87,9 @@ struct Generate: ParsableCommand {
                 throw CLIError("\(error)")
             }
             audioOut = Array(sink.samples.prefix(samples.count))
+            if engine.config.kind == .hibiki {
+                audioOut += try finishTranslation(session, engine: engine, progress: progress)
+            }
         } else if let userCodes {
             let frames = min(userCodes.frames, maxFrames ?? Int.max)
             var frame = [Float](repeating: 0, count: engine.frameSize)
@@ -111,6 +122,35 @@ struct Generate: ParsableCommand {
                 throw CLIError("cannot write \(text): \(error.localizedDescription)")
             }
         }
+    }
+
+    /// Hibiki's end of stream (Kyutai's run_inference): one frame of code `card` on every user
+    /// codebook, then silence through the codec, until the model emits its text EOS — the
+    /// translation lags the speech, so it would otherwise be cut off.
+    private func finishTranslation(_ session: Session, engine: EngineModel, progress: FrameProgress) throws -> [Float] {
+        let c = engine.config
+        let eos = Int32(engine.tokenizer?.eosId ?? 2)
+        var out: [Float] = []
+        var frame = [Float](repeating: 0, count: engine.frameSize)
+        let silence = [Float](repeating: 0, count: engine.frameSize)
+        let end = [Int32](repeating: Int32(c.card), count: c.userStreams)
+        _ = try frame.withUnsafeMutableBufferPointer { try session.step(userCodes: end, output: $0.baseAddress!) }
+        out += frame
+        progress.tick()
+        var stamps = FrameTimestamps()
+        let clock = MonotonicClock()
+        for _ in 0..<maxTailFrames where session.lastTextToken != eos {
+            frame.withUnsafeMutableBufferPointer { o in
+                silence.withUnsafeBufferPointer { _ = session.process($0.baseAddress!, output: o.baseAddress!, stamps: &stamps, clock: clock) }
+            }
+            if let failure = session.failure { throw CLIError("\(failure)") }
+            out += frame
+            progress.tick()
+        }
+        if session.lastTextToken != eos {
+            warn("note: Hibiki had not said its end of stream after \(maxTailFrames) silent frames; stopped there (--max-tail-frames)")
+        }
+        return out
     }
 
     struct UserCodes {

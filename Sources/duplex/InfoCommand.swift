@@ -219,6 +219,7 @@ struct Info: ParsableCommand {
         let summary = CheckpointSummary(file: file)
         print("\(path)")
         print("  kind:        \(summary.kind.rawValue)")
+        if let foreign = summary.foreign { print("  layout:      \(foreign.description)") }
         print("  tensors:     \(summary.tensorCount)")
         print("  parameters:  \(Format.count(summary.parameterCount)) (\(summary.parameterCount))")
         for (dtype, n) in summary.parametersByDType.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {

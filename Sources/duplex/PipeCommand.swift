@@ -40,7 +40,7 @@ struct Pipe: ParsableCommand {
     func run() throws {
         compute.apply()
         signal(SIGPIPE, SIG_IGN)
-        let engine = try model.load(runtime)
+        let engine = try model.load(runtime, sampling: sampling)
         let session = try sampling.session(engine)
         let textOut = try TextOutput(path: text)
         let format = SampleFormat(rawValue: self.format)!

@@ -54,7 +54,7 @@ struct Serve: AsyncParsableCommand {
         let chatModel: ChatModel
         let engine: EngineModel
         do {
-            engine = try model.load(runtime)
+            engine = try model.load(runtime, sampling: sampling)
             chatModel = try makeSessionFactory(engine: engine, sampling: sampling, contextFill: contextFill)
         } catch {
             warn("duplex serve: \(error)")

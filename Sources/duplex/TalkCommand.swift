@@ -79,7 +79,7 @@ struct Talk: AsyncParsableCommand {
             }
             (processor, remote, engine) = (conversation, conversation, nil)
         } else {
-            let loaded = try model.load(runtime)
+            let loaded = try model.load(runtime, sampling: sampling)
             (processor, remote, engine) = (try sampling.session(loaded), nil, loaded)
         }
         let result = Result { try converse(processor: processor, engine: engine, remote: remote, stop: stop) }

@@ -123,10 +123,8 @@ public final class LMModel: Sendable {
     /// list of a thousand missing names: a llama-style GGUF, bitsandbytes int8 (PyTorch q8).
     static func refuseForeignFormats(_ store: WeightStore, path: String) throws {
         let names = store.names
-        if names.contains(where: { $0.hasSuffix(".weight_scb") || $0.hasSuffix(".SCB") }) {
-            throw SafetensorsError(path: path, .wrongDType, "holds bitsandbytes int8 weights (`weight_scb`: Kyutai's PyTorch q8, "
-                + "kyutai/moshiko-pytorch-q8), which duplex does not run; use the candle q8 GGUF (kyutai/moshiko-candle-q8), "
-                + "MLX q4/q8 files, or the bf16 checkpoint with --quantize q8")
+        if let foreign = ForeignLayout.detect(names: names), !foreign.what.hasPrefix("a llama.cpp") {
+            throw SafetensorsError(path: path, .unexpectedTensor, "is \(foreign.description)")
         }
         if let lora = names.first(where: { $0.contains(".lora_A.") || $0.contains(".lora_B.") || $0.contains(".frozen_W.") }) {
             throw SafetensorsError(path: path, .unexpectedTensor, "holds unmerged LoRA tensors (\(lora), …): duplex runs merged weights; "

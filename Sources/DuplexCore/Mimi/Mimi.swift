@@ -77,6 +77,9 @@ public final class Mimi: Sendable {
     /// the released model's; `codebooks` active codebooks.
     public static func load(path: String, codebooks: Int = 8, config: MimiConfig? = nil) throws -> Mimi {
         let file = try SafetensorsFile(path: path)
+        if let foreign = ForeignLayout.detect(names: file.entries.keys) {
+            throw SafetensorsError(path: path, .unexpectedTensor, "is \(foreign.description)")
+        }
         var c: MimiConfig
         if let config {
             c = config

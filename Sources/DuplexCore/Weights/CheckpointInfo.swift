@@ -23,6 +23,44 @@ public enum CheckpointKind: String, Sendable {
     }
 }
 
+/// Another port's layout of a Kyutai model, recognised by its names so the user is sent to the
+/// repository duplex reads instead of getting a thousand "missing tensor" lines.
+public struct ForeignLayout: Sendable, Equatable {
+    /// What the file is, in words.
+    public let what: String
+    /// What to download instead.
+    public let use: String
+
+    public var description: String { "\(what); duplex reads Kyutai's own names: \(use)" }
+
+    public static func detect(names: some Collection<String>) -> ForeignLayout? {
+        func any(_ test: (String) -> Bool) -> Bool { names.contains(where: test) }
+        if any({ $0.hasSuffix(".weight_scb") || $0.hasSuffix(".SCB") }) {
+            return ForeignLayout(what: "Kyutai's bitsandbytes int8 export (kyutai/moshiko-pytorch-q8, CUDA only)",
+                                 use: "use kyutai/moshiko-candle-q8 (model.q8.gguf), an MLX q4/q8 repo, or kyutai/moshiko-pytorch-bf16 with --quantize")
+        }
+        // Hugging Face transformers' conversions (MimiModel, MoshiForConditionalGeneration, KyutaiSpeechToText).
+        let hfMimi = any { $0.hasPrefix("encoder.layers.") || $0.contains("semantic_residual_vector_quantizer") || $0.hasSuffix(".embed_sum") }
+        if hfMimi && !any({ $0.hasPrefix("model.") || $0.hasPrefix("codec_model.") }) {
+            return ForeignLayout(what: "Hugging Face transformers' Mimi (kyutai/mimi, MimiModel)",
+                                 use: "take tokenizer-e351c8d8-checkpoint125.safetensors from kyutai/moshiko-pytorch-bf16 (the same weights, Kyutai's names)")
+        }
+        if any({ $0.hasPrefix("codec_model.") }) && any({ $0.contains(".self_attn.q_proj.") }) {
+            return ForeignLayout(what: "Hugging Face transformers' Kyutai STT (kyutai/stt-*-trfs, KyutaiSpeechToTextForConditionalGeneration)",
+                                 use: "use kyutai/stt-2.6b-en or kyutai/stt-1b-en_fr (model.safetensors + config.json)")
+        }
+        if any({ $0.hasPrefix("depth_decoder.") }) || (any({ $0.hasPrefix("model.decoder.layers.") }) && any({ $0.contains(".q_proj.") })) {
+            return ForeignLayout(what: "Hugging Face transformers' Moshi (kmhf/hf-moshiko, MoshiForConditionalGeneration)",
+                                 use: "use kyutai/moshiko-pytorch-bf16 or kyutai/moshika-pytorch-bf16")
+        }
+        if any({ $0.hasPrefix("blk.") || $0 == "token_embd.weight" }) {
+            return ForeignLayout(what: "a llama.cpp-style model (blk.N.…, token_embd.weight), not a Moshi LM",
+                                 use: "for a quantized Moshi use kyutai/moshiko-candle-q8 or `duplex quantize`")
+        }
+        return nil
+    }
+}
+
 /// Header-level statistics of one safetensors file.
 public struct CheckpointSummary: Sendable {
     public let path: String
@@ -31,6 +69,8 @@ public struct CheckpointSummary: Sendable {
     public let bytes: Int
     public let kind: CheckpointKind
     public let metadata: [String: String]
+    /// Another port's layout the file is in, if recognised.
+    public let foreign: ForeignLayout?
 
     public init(file: SafetensorsFile) {
         path = file.path
@@ -45,6 +85,7 @@ public struct CheckpointSummary: Sendable {
         bytes = total
         kind = CheckpointKind.detect(names: file.entries.keys)
         metadata = file.metadata
+        foreign = ForeignLayout.detect(names: file.entries.keys)
     }
 
     public var parameterCount: Int { parametersByDType.values.reduce(0, +) }
