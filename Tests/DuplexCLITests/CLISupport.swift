@@ -38,7 +38,7 @@ func cliScratch() throws -> URL {
 }
 
 /// Runs `duplex arguments…` as a user would and checks it neither crashed nor was killed.
-func runDuplex(_ arguments: [String], file: StaticString = #filePath, line: UInt = #line) throws -> CLIRun {
+func runDuplex(_ arguments: [String], stdin: URL? = nil, file: StaticString = #filePath, line: UInt = #line) throws -> CLIRun {
     let dir = try cliScratch()
     let out = dir.appendingPathComponent("stdout-\(UUID().uuidString)"), err = dir.appendingPathComponent("stderr-\(UUID().uuidString)")
     for f in [out, err] { XCTAssertTrue(FileManager.default.createFile(atPath: f.path, contents: nil), file: file, line: line) }
@@ -47,6 +47,7 @@ func runDuplex(_ arguments: [String], file: StaticString = #filePath, line: UInt
     process.arguments = arguments
     process.standardOutput = try FileHandle(forWritingTo: out)
     process.standardError = try FileHandle(forWritingTo: err)
+    if let stdin { process.standardInput = try FileHandle(forReadingFrom: stdin) }
     try process.run()
     process.waitUntilExit()
     let result = CLIRun(status: process.terminationStatus,
