@@ -90,9 +90,9 @@ public struct WordAssembler: Sendable {
         let text = piece.replacingOccurrences(of: "▁", with: " ")
         if startsWord {
             let now = time(ofFrame: frame)
-            let finished = pending.map { Word(text: $0.text, start: $0.start, end: now) }
-            let trimmed = text.trimmingCharacters(in: .whitespaces)
-            pending = trimmed.isEmpty ? nil : (trimmed, now)
+            // A lone "▁" piece starts a word whose letters come in the next pieces.
+            let finished = pending.flatMap { $0.text.isEmpty ? nil : Word(text: $0.text, start: $0.start, end: now) }
+            pending = (text.trimmingCharacters(in: .whitespaces), now)
             return finished
         }
         pending?.text += text
@@ -102,7 +102,7 @@ public struct WordAssembler: Sendable {
     /// Ends the word under way at `frame` (end of turn or of input).
     public mutating func flush(frame: Int) -> Word? {
         defer { pending = nil; lastWasPiece = false }
-        return pending.map { Word(text: $0.text, start: $0.start, end: max($0.start, time(ofFrame: frame))) }
+        return pending.flatMap { $0.text.isEmpty ? nil : Word(text: $0.text, start: $0.start, end: max($0.start, time(ofFrame: frame))) }
     }
 }
 

@@ -13,3 +13,91 @@ final class FamilyConfigTests: XCTestCase {
         }
     }
 }
+
+/// What each family member's config.json may say, and what is refused by key.
+final class FamilyConfigKeysTests: XCTestCase {
+    private func config(_ json: String) throws -> LMConfig { try LMConfig(kyutaiConfigJSON: Data(json.utf8)) }
+
+    private func assertRefused(_ json: String, key: String, mentions: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertThrowsError(try config(json), file: file, line: line) { error in
+            guard let e = error as? LMConfigError else { return XCTFail("\(error)", file: file, line: line) }
+            XCTAssertEqual(e.key, key, "\(e)", file: file, line: line)
+            XCTAssertTrue(e.description.contains(mentions), "\(e)", file: file, line: line)
+        }
+    }
+
+    private let stt = #""model_type": "stt", "n_q": 32, "dep_q": 0, "delays": [0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]"#
+
+    func testSTTConfigIsReadWithItsTiming() throws {
+        let c = try config("{\(stt), \"stt_config\": {\"audio_delay_seconds\": 2.5, \"audio_silence_prefix_seconds\": 1.0}}")
+        XCTAssertEqual(c.kind, .stt)
+        XCTAssertEqual(c.userStreams, 32)
+        XCTAssertEqual(c.generatedStreams, 0)
+        XCTAssertEqual(c.sttAudioDelaySeconds, 2.5)
+        XCTAssertEqual(c.sttSilencePrefixSeconds, 1.0)
+        XCTAssertFalse(LMTensorNames.table(c).specs.contains { $0.name.hasPrefix("depformer") || $0.name.hasPrefix("linears.") })
+        // Round trip through the keys duplex records in its GGUF files.
+        XCTAssertEqual(try LMConfig(kyutaiJSON: c.kyutaiConfigJSON, source: "round trip"), c)
+    }
+
+    func testFamilyMistakesAreRefusedByKey() {
+        assertRefused(#"{"model_type": "stt", "dep_q": 8}"#, key: "dep_q", mentions: "no depformer")
+        assertRefused(#"{"n_q": 32, "dep_q": 0, "delays": [0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}"#,
+                      key: "dep_q", mentions: "model_type \"stt\"")
+        assertRefused(#"{"model_type": "tts"}"#, key: "model_type", mentions: "cross-attention")
+        assertRefused(#"{"model_type": "personaplex", "dep_q": 8}"#, key: "dep_q", mentions: "PersonaPlex")
+        assertRefused(#"{"model_type": "hibiki"}"#, key: "conditioners", mentions: "description")
+        assertRefused(#"{"stt_config": {"audio_delay_seconds": -1}}"#, key: "stt_config", mentions: "0…60")
+    }
+
+    private let lut = #""conditioners": {"description": {"type": "lut", "lut": {"n_bins": 31, "dim": 16, "tokenizer": "noop", "possible_values": ["very_bad", "bad", "neutral", "good", "very_good"]}}}"#
+
+    func testHibikiConditioningIsReadAndItsTensorsTabled() throws {
+        let c = try config("{\"model_type\": \"hibiki\", \(lut), \"fuser\": {\"sum\": [\"description\"], \"cross\": [], \"prepend\": []}}")
+        XCTAssertEqual(c.conditioning, LUTConditioning(name: "description", bins: 31, dim: 16,
+                                                       values: ["very_bad", "bad", "neutral", "good", "very_good"]))
+        let names = LMTensorNames.table(c).specs.map(\.name)
+        XCTAssertTrue(names.contains("condition_provider.conditioners.description.embed.weight"))
+        XCTAssertTrue(names.contains("condition_provider.conditioners.description.output_proj.weight"))
+        XCTAssertTrue(names.contains("condition_provider.conditioners.description.learnt_padding"))
+    }
+
+    func testConditioningDuplexDoesNotImplementIsRefusedByKey() {
+        assertRefused("{\(lut), \"fuser\": {\"cross\": [\"description\"]}}", key: "fuser", mentions: "cross")
+        assertRefused("{\(lut), \"fuser\": {\"sum\": []}}", key: "fuser", mentions: "sum")
+        assertRefused(#"{"conditioners": {"speaker_wavs": {"type": "tensor", "tensor": {"dim": 512}}}, "fuser": {"sum": ["speaker_wavs"]}}"#,
+                      key: "conditioners", mentions: "\"tensor\"")
+        assertRefused(#"{"conditioners": {"description": {"type": "lut", "lut": {"n_bins": 3, "dim": 4, "tokenizer": "noop", "possible_values": ["a", "b"]}}}, "fuser": {"sum": ["description"]}}"#,
+                      key: "conditioners", mentions: "very_good")
+        assertRefused(#"{"fuser": {"sum": ["description"]}}"#, key: "fuser", mentions: "no conditioners")
+    }
+
+    func testPersonaPlexModeRunsEightOfItsSixteenDepthSteps() throws {
+        let c = try config(#"{"model_type": "personaplex", "n_q": 16, "dep_q": 16}"#)
+        XCTAssertEqual(c, LMConfig.personaplex7B)
+        XCTAssertEqual(c.generatedStreams, 8)
+        XCTAssertEqual(c.userStreams, 8)
+        XCTAssertEqual(LMTensorNames.table(c).specs.filter { $0.name.hasPrefix("linears.") }.count, 16,
+                       "all 16 steps' weights are in the file and loaded strictly")
+    }
+}
+
+/// Another port's file is named, with the repository to use.
+final class ForeignLayoutTests: XCTestCase {
+    func testOtherPortsAreRecognisedWithTheRepoToUse() {
+        let cases: [([String], String)] = [
+            (["encoder.layers.0.conv.weight", "quantizer.semantic_residual_vector_quantizer.layers.0.codebook.embed_sum"], "kyutai/moshiko-pytorch-bf16"),
+            (["model.decoder.layers.0.self_attn.q_proj.weight", "depth_decoder.layers.0.mlp.fc1.weight"], "kyutai/moshiko-pytorch-bf16"),
+            (["codec_model.encoder.layers.0.conv.weight", "model.layers.0.self_attn.q_proj.weight"], "kyutai/stt-2.6b-en"),
+            (["transformer.layers.0.self_attn.in_proj_weight", "transformer.layers.0.gating.linear_in.weight_scb"], "candle-q8"),
+            (["blk.0.attn_q.weight", "token_embd.weight"], "duplex quantize"),
+        ]
+        for (names, repo) in cases {
+            let found = ForeignLayout.detect(names: names)
+            XCTAssertNotNil(found, "\(names)")
+            XCTAssertTrue(found?.description.contains(repo) == true, "\(found?.description ?? "nil")")
+        }
+        XCTAssertNil(ForeignLayout.detect(names: ["text_emb.weight", "out_norm.alpha", "emb.0.weight"]), "Kyutai's own names")
+        XCTAssertNil(ForeignLayout.detect(names: ["encoder.model.0.conv.conv.weight", "quantizer.rvq_first.vq.layers.0._codebook.embedding_sum"]))
+    }
+}
