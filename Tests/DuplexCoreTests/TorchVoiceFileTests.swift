@@ -62,6 +62,23 @@ final class TorchVoiceFileTests: XCTestCase {
         }
     }
 
+    /// The voice file NVIDIA's own LMGen wrote (tools/reference/fixtures_personaplex.py): its
+    /// embeddings are the temporal transformer's first T inputs, and ring slot T mod 4 of its
+    /// cache is the delay column T that the next step embeds.
+    func testVoiceWrittenByNVIDIAsLMGen() throws {
+        let records = try loadFixture("personaplex_tiny_records")
+        let voice = try TorchVoiceFile(path: try requireFixture("personaplex_tiny_voice.pt", generator: "personaplex"))
+        XCTAssertEqual(voice.embeddingsDType, .f32)
+        XCTAssertEqual(voice.embeddings.shape, [4, 1, 1, 64])
+        XCTAssertEqual(voice.embeddings.data, try records.floatTensor("fixture.voice_embeddings").data)
+        XCTAssertEqual(voice.cacheShape, [1, 17, 4])
+        XCTAssertEqual(voice.cache, try records.intTensor("fixture.voice_cache").values)
+        let inputs = try records.floatTensor("fixture.input_embeddings").data
+        XCTAssertEqual(voice.embeddings.data, Array(inputs[0..<(4 * 64)]))
+        let columns = try records.intTensor("fixture.columns").values
+        XCTAssertEqual((0..<17).map { voice.cache(stream: $0, slot: 4 % 4) }, Array(columns[(4 * 17)..<(5 * 17)]))
+    }
+
     func testStridedOffsetAndSharedTensorsAndNestedValues() throws {
         let reference = try expected()
         let file = try TorchFile(path: try fixture("views"))
