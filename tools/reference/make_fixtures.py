@@ -2,14 +2,18 @@
 """Writes the reference fixtures the Swift tests compare against, by running Kyutai's `moshi`
 package (pinned in setup_venv.sh) with fixed seeds.
 
-Usage:  tools/reference/make_fixtures.py [ops|dtypes|transformer|mimi|mimi_long|lm|lm_module_form|tokenizer|names|gguf|quant|quant_lm|stt|hibiki|all ...]
+Usage:  tools/reference/make_fixtures.py [ops|dtypes|transformer|mimi|mimi_long|lm|lm_module_form|tokenizer|names|gguf|quant|quant_lm|stt|hibiki|
+                                          personaplex_voice|personaplex|all ...]
         (run through the venv: "$(tools/reference/setup_venv.sh)" tools/reference/make_fixtures.py all)
 
 Each fixture is a safetensors file under Tests/DuplexCoreTests/Fixtures/ whose metadata carries
 `format_version`; the Swift side refuses a fixture of another version and says to regenerate it.
 Fixtures stay under 2 MB each: real-size checks run from tools scripts instead. `names` writes
 JSON instead (tensor names and shapes, no weights; see fixtures_names.py); `gguf` writes GGUF
-files and a JSON of what they hold (see fixtures_gguf.py).
+files and a JSON of what they hold (see fixtures_gguf.py); `personaplex_voice` writes `.pt` files
+(torch.save's zip format) beside the safetensors of their expected values; `personaplex` runs
+NVIDIA's PersonaPlex fork and needs its checkout in PERSONAPLEX_SRC (see fixtures_personaplex.py;
+without it, it is skipped).
 """
 import argparse
 import importlib
@@ -43,6 +47,8 @@ GENERATORS = {
     "quant_lm": "fixtures_quant_lm",
     "stt": "fixtures_stt",
     "hibiki": "fixtures_hibiki",
+    "personaplex_voice": "fixtures_personaplex_voice",
+    "personaplex": "fixtures_personaplex",
 }
 
 

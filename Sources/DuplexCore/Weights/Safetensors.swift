@@ -31,6 +31,9 @@ public struct SafetensorsError: Error, CustomStringConvertible, Sendable {
         case badMagic, unsupportedVersion, unknownType, badDimensions, misaligned
         /// A quantized tensor whose parts disagree (MLX scales/biases vs codes, group sizes).
         case badQuantization
+        /// PyTorch `.pt` files: a zip archive that is malformed, compressed or fails its CRC; a
+        /// pickle with an opcode outside what torch.save writes, or a global outside the allow-list.
+        case badArchive, unsupportedCompression, checksumMismatch, badPickle, forbiddenGlobal
     }
     public struct Problem: Sendable, CustomStringConvertible {
         public let kind: Kind
@@ -59,7 +62,7 @@ public struct SafetensorsError: Error, CustomStringConvertible, Sendable {
     }
 }
 
-/// The error of every weight-file reader (safetensors, GGUF): a path and the problems found.
+/// The error of every weight-file reader (safetensors, GGUF, PyTorch .pt): a path and the problems found.
 public typealias WeightFileError = SafetensorsError
 
 /// A memory-mapped safetensors file (8-byte little-endian header length, a JSON header, then the
