@@ -58,8 +58,9 @@ public final class Depformer: Sendable {
 
     /// Generates the frame's `generatedStreams` audio tokens into `tokens` from the temporal output
     /// `hidden` [dim] and the text token just sampled, drawing each with `sampler`.
-    /// With `forced`, depth step k+1 reads `forced[k]` instead of the token just drawn (teacher
-    /// forcing: the quality comparison feeds one model the other's tokens); `tokens` still gets the draws.
+    /// With `forced`, depth step k+1 reads `forced[k]` instead of the token just drawn where it is
+    /// ≥ 0 (teacher forcing: the quality comparison feeds one model the other's tokens, PersonaPlex's
+    /// prompt its prompt's); `tokens` still gets the draws.
     public func step(hidden: UnsafePointer<Float>, textToken: Int32, sampler: inout Sampler, temperature: Float, topK: Int,
                      tokens: UnsafeMutablePointer<Int32>, frame: Int, state: inout State,
                      forced: UnsafePointer<Int32>? = nil) throws {
@@ -97,7 +98,8 @@ public final class Depformer: Sendable {
             }
             guard let token = sampled else { throw LMError.nonFiniteLogits(what: "audio logits of depth step \(k)", step: frame) }
             tokens[k] = Int32(token)
-            previous = forced?[k] ?? Int32(token)
+            // A forced token (≥ 0) is what the next depth step reads; −1 leaves the draw.
+            if let f = forced?[k], f >= 0 { previous = f } else { previous = Int32(token) }
         }
     }
 

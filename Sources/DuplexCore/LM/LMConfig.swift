@@ -104,8 +104,14 @@ public struct LMConfig: Sendable, Equatable {
 
     public var temporalTransformer: TransformerConfig {
         TransformerConfig(dim: dim, numHeads: numHeads, numLayers: numLayers, feedForward: .siluGated(hidden: hidden),
-                          norm: .rmsNorm(eps: 1e-8), layerScale: false, context: context, ropeMaxPeriod: maxPeriod)
+                          norm: .rmsNorm(eps: 1e-8), layerScale: false, context: attentionWindow, ropeMaxPeriod: maxPeriod)
     }
+
+    /// Steps the temporal attention sees. NVIDIA's PersonaPlex code (a Sept 2024 fork of moshi)
+    /// sees one fewer than `context` once its KV ring is full: its `RingKVCache.complete` gives the
+    /// oldest slot of a full ring the position `end_offset` (`delta <= 0`), which the causal mask
+    /// then hides. duplex runs PersonaPlex with that window, so it answers as NVIDIA's code does.
+    public var attentionWindow: Int { kind == .personaplex ? context - 1 : context }
 
     /// No positional embedding, no context (the ring holds the `depQ` depth steps of one frame),
     /// one weight set per depth step.

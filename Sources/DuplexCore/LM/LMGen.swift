@@ -84,24 +84,21 @@ public struct LMGen: Sendable {
         try step(userCodes: userCodes, state: &state, forcing: nil, temporalDone: temporalDone)
     }
 
-    /// What a prompt phase imposes on one call (PersonaPlex's system prompts, lm.py
-    /// `step_system_prompts`): the model's own text and audio tokens are replaced by these before
-    /// they enter the ring, and with `embedding` the temporal input is that vector instead of the
-    /// tokens' embedding sum.
+    /// What a prompt phase imposes on one call (PersonaPlex's system prompts, NVIDIA's lm.py
+    /// `step_system_prompts`): the values of the next ring column for the generated streams
+    /// (text, then G audio codebooks; a negative entry is left to the model, which samples it and
+    /// feeds it on as usual), and optionally an input embedding that replaces the tokens'
+    /// embedding sum (a precomputed voice prompt). A forced audio token is also what the depth
+    /// steps after it read, as in NVIDIA's depformer; when every audio stream is forced the
+    /// depformer is not run at all.
     public struct Forcing {
-        public var text: Int32?
-        /// Moshi's G audio codes, or nil to keep what the depformer generated.
-        public var audio: UnsafeBufferPointer<Int32>?
+        /// [1 + G] values of column o + 1, or −1 where the model chooses.
+        public var column: UnsafeBufferPointer<Int32>
         public var embedding: UnsafePointer<Float>?
-        /// Skip the depformer (its tokens would be overwritten anyway).
-        public var skipDepformer: Bool
 
-        public init(text: Int32? = nil, audio: UnsafeBufferPointer<Int32>? = nil, embedding: UnsafePointer<Float>? = nil,
-                    skipDepformer: Bool = false) {
-            self.text = text
-            self.audio = audio
+        public init(column: UnsafeBufferPointer<Int32>, embedding: UnsafePointer<Float>? = nil) {
+            self.column = column
             self.embedding = embedding
-            self.skipDepformer = skipDepformer
         }
     }
 
@@ -120,11 +117,8 @@ public struct LMGen: Sendable {
             throw LMError.guidanceWithoutConditioning(coefficient: sampling.cfgCoefficient)
         }
         if let forcing {
-            if let text = forcing.text { try model.checkToken(text, stream: 0) }
-            if let audio = forcing.audio {
-                guard audio.count >= g else { throw LMError.wrongStreamCount(got: audio.count, expected: g) }
-                for k in 0..<g { try model.checkToken(audio[k], stream: 1 + k) }
-            }
+            guard forcing.column.count >= 1 + g else { throw LMError.wrongStreamCount(got: forcing.column.count - 1, expected: g) }
+            for k in 0...g where forcing.column[k] >= 0 { try model.checkToken(forcing.column[k], stream: k) }
         }
         let o = state.offset
         let firstUser = 1 + g
@@ -160,12 +154,14 @@ public struct LMGen: Sendable {
         }
         guard let sampled = sampledText else { throw LMError.nonFiniteLogits(what: "text logits", step: o) }
         temporalDone()
-        let text = forcing?.text ?? Int32(sampled)
+        let forcedColumn = forcing?.column
+        let text = forcedColumn.map { $0[0] >= 0 ? $0[0] : Int32(sampled) } ?? Int32(sampled)
         state.generated[0] = text
-        if g > 0 && forcing?.skipDepformer != true {
-            try runDepformer(text: text, frame: o, state: &state)
+        let audioForced = forcedColumn.map { column in g == 0 || (1...g).allSatisfy { column[$0] >= 0 } } ?? false
+        if g > 0 && !audioForced {
+            try runDepformer(text: text, frame: o, state: &state, forced: forcedColumn.map { $0.baseAddress! + 1 })
         }
-        if let audio = forcing?.audio { for k in 0..<g { state.generated[1 + k] = audio[k] } }
+        if let forcedColumn { for k in 0..<g where forcedColumn[1 + k] >= 0 { state.generated[1 + k] = forcedColumn[1 + k] } }
         let column = (o + 1) % ct
         for s in 0...g { state.cache[s * ct + column] = state.generated[s] }
         if o + 1 <= c.maxDelay { return false }
@@ -175,7 +171,7 @@ public struct LMGen: Sendable {
         return true
     }
 
-    private func runDepformer(text: Int32, frame o: Int, state: inout State) throws {
+    private func runDepformer(text: Int32, frame o: Int, state: inout State, forced: UnsafePointer<Int32>?) throws {
         let coefficient = sampling.cfgCoefficient
         try state.model.hidden.withUnsafeBufferPointer { hidden in
             try state.generated.withUnsafeMutableBufferPointer { generated in
@@ -184,12 +180,14 @@ public struct LMGen: Sendable {
                         try model.depformer.step(hidden: hidden.baseAddress!, textToken: text, sampler: &state.sampler,
                                                  temperature: sampling.audioTemperature, topK: sampling.audioTopK,
                                                  tokens: generated.baseAddress! + 1, frame: o, state: &state.model.depformer,
-                                                 guidance: (nullHidden.baseAddress!, coefficient), nullState: &state.nullDepformer)
+                                                 forced: forced, guidance: (nullHidden.baseAddress!, coefficient),
+                                                 nullState: &state.nullDepformer)
                     }
                 } else {
                     try model.depformer.step(hidden: hidden.baseAddress!, textToken: text, sampler: &state.sampler,
                                              temperature: sampling.audioTemperature, topK: sampling.audioTopK,
-                                             tokens: generated.baseAddress! + 1, frame: o, state: &state.model.depformer)
+                                             tokens: generated.baseAddress! + 1, frame: o, state: &state.model.depformer,
+                                             forced: forced)
                 }
             }
         }
