@@ -61,8 +61,11 @@ public final class EngineModel: Sendable {
         return tokenizer.displayText(Int(token), special: special)
     }
 
-    public func makeSession(sampling: SamplingParameters, firstFrame: FirstFrameRule = .kyutaiServer) -> Session {
-        Session(model: self, sampling: sampling, firstFrame: firstFrame)
+    /// A conversation. A PersonaPlex model replays `prompt` (its persona) first, or without one
+    /// the silences NVIDIA's server runs before every conversation.
+    public func makeSession(sampling: SamplingParameters, firstFrame: FirstFrameRule = .kyutaiServer,
+                            prompt: PersonaPlexPrompt? = nil) -> Session {
+        Session(model: self, sampling: sampling, firstFrame: firstFrame, prompt: prompt)
     }
 }
 
@@ -104,12 +107,14 @@ public final class Session: FrameProcessor {
     public var onTokens: ((UnsafeBufferPointer<Int32>) -> Void)?
 
     public var frameSize: Int { model.frameSize }
+    /// PersonaPlex's system prompts, replayed at the start and after every reset (nil for other models).
+    public let prompt: PersonaPlexPrompt?
 
     /// Bytes of keys and values the LM's next step reads (`LMModel.State.nextStepKVBytes`), for
     /// reports beside `model.lm.weightBytesPerStep`. Read it on the thread that runs the session.
     public var nextStepKVBytes: Int { lmState.model.nextStepKVBytes }
 
-    init(model: EngineModel, sampling: SamplingParameters, firstFrame: FirstFrameRule) {
+    init(model: EngineModel, sampling: SamplingParameters, firstFrame: FirstFrameRule, prompt: PersonaPlexPrompt?) {
         self.model = model
         self.sampling = sampling
         self.firstFrame = firstFrame
@@ -118,6 +123,24 @@ public final class Session: FrameProcessor {
         codecState = model.mimi?.makeState()
         userCodes = [Int32](repeating: 0, count: max(model.mimi?.numCodebooks ?? 0, model.config.userStreams))
         moshiCodes = [Int32](repeating: 0, count: model.config.generatedStreams)
+        if model.config.kind == .personaplex {
+            self.prompt = prompt ?? (try? PersonaPlexPrompt(voice: nil, textTokens: [], config: model.config))
+        } else {
+            self.prompt = nil
+        }
+        replayPrompt()
+    }
+
+    /// Runs the persona prompt into the fresh LM state. The conversation then continues from it:
+    /// no first-frame rule (the model's context is under way, as after a context fill).
+    private func replayPrompt() {
+        guard let prompt else { return }
+        do {
+            try prompt.run(generator, state: &lmState)
+            frames = prompt.frameCount
+        } catch {
+            failure = error
+        }
     }
 
     /// A fresh conversation: every codec buffer, both transformers' caches, the LM's delay ring
@@ -128,6 +151,7 @@ public final class Session: FrameProcessor {
         frames = 0
         contextFill = 0
         failure = nil
+        replayPrompt()
     }
 
     /// Brings the LM's context to `steps` steps already taken (for measurements at a filled

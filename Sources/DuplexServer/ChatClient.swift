@@ -169,6 +169,8 @@ private struct Target: Sendable {
         add("audio_seed", parameters.audioSeed)
         add("repetition_penalty_context", parameters.repetitionPenaltyContext)
         add("repetition_penalty", parameters.repetitionPenalty)
+        add("voice_prompt", parameters.voicePrompt)
+        add("text_prompt", parameters.textPrompt)
         add("token", token)
         var query = URLComponents()
         query.queryItems = items

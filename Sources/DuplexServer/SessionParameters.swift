@@ -15,10 +15,15 @@ public struct SessionParameters: Sendable, Equatable {
     public var audioSeed: UInt64?
     public var repetitionPenaltyContext: Int?
     public var repetitionPenalty: Float?
+    /// PersonaPlex's persona (NVIDIA's server query parameters): a voice file name in the server's
+    /// voice directory, and the role text.
+    public var voicePrompt: String?
+    public var textPrompt: String?
 
     public init(textTemperature: Float? = nil, textTopK: Int? = nil, audioTemperature: Float? = nil,
                 audioTopK: Int? = nil, padMult: Float? = nil, textSeed: UInt64? = nil, audioSeed: UInt64? = nil,
-                repetitionPenaltyContext: Int? = nil, repetitionPenalty: Float? = nil) {
+                repetitionPenaltyContext: Int? = nil, repetitionPenalty: Float? = nil, voicePrompt: String? = nil,
+                textPrompt: String? = nil) {
         self.textTemperature = textTemperature
         self.textTopK = textTopK
         self.audioTemperature = audioTemperature
@@ -28,6 +33,8 @@ public struct SessionParameters: Sendable, Equatable {
         self.audioSeed = audioSeed
         self.repetitionPenaltyContext = repetitionPenaltyContext
         self.repetitionPenalty = repetitionPenalty
+        self.voicePrompt = voicePrompt
+        self.textPrompt = textPrompt
     }
 
     /// Fills every value this one leaves open from `defaults` (a client's choice wins over the server's).
@@ -41,13 +48,15 @@ public struct SessionParameters: Sendable, Equatable {
             textSeed: textSeed ?? defaults.textSeed,
             audioSeed: audioSeed ?? defaults.audioSeed,
             repetitionPenaltyContext: repetitionPenaltyContext ?? defaults.repetitionPenaltyContext,
-            repetitionPenalty: repetitionPenalty ?? defaults.repetitionPenalty)
+            repetitionPenalty: repetitionPenalty ?? defaults.repetitionPenalty,
+            voicePrompt: voicePrompt ?? defaults.voicePrompt,
+            textPrompt: textPrompt ?? defaults.textPrompt)
     }
 
     /// The query parameter names, as Kyutai's web client spells them.
     public static let queryNames = [
         "text_temperature", "text_topk", "audio_temperature", "audio_topk", "pad_mult",
-        "text_seed", "audio_seed", "repetition_penalty_context", "repetition_penalty",
+        "text_seed", "audio_seed", "repetition_penalty_context", "repetition_penalty", "voice_prompt", "text_prompt",
     ]
 
     /// Reads the sampling parameters from a query's name/value pairs. Names this server does not
@@ -84,6 +93,14 @@ public struct SessionParameters: Sendable, Equatable {
             case "audio_seed": audioSeed = try seed()
             case "repetition_penalty_context": repetitionPenaltyContext = try int(0...100_000)
             case "repetition_penalty": repetitionPenalty = try float(0...100)
+            case "voice_prompt":
+                guard !value.isEmpty, value.utf8.count <= 255, !value.contains("/"), value != ".", value != ".." else {
+                    throw ChatProtocolError("query parameter voice_prompt=\(raw): expected a file name in the server's voice directory")
+                }
+                voicePrompt = value
+            case "text_prompt":
+                guard raw.utf8.count <= 16_384 else { throw ChatProtocolError("query parameter text_prompt: longer than 16 KiB") }
+                textPrompt = raw
             default: continue
             }
         }

@@ -50,14 +50,15 @@ struct ModelOption: ParsableArguments {
     /// `folder`: already opened (its notes already shown); `tokenizer`: required, not optional;
     /// `sampling`: options checked against the model before the (long) load.
     func load(_ runtime: LMRuntimeOptions, folder opened: ModelFolder? = nil, tokenizer: Bool = false,
-              sampling: SamplingOptions? = nil) throws -> EngineModel {
+              sampling: SamplingOptions? = nil, persona: PersonaOptions? = nil) throws -> EngineModel {
         let start = Date()
         let folder = try opened ?? ModelFolder(path)
         if opened == nil { for note in folder.notes { warn("note: \(note)") } }
         try sampling?.check(folder.config)
+        try persona?.check(folder.config)
         let recipe = try self.recipe
         let bar = ProgressBar("quantizing the LM to \(recipe?.name ?? "")")
-        let engine = try EngineModel.load(folder: folder, tokenizer: tokenizer, kvCache: runtime.resolvedKVCache, quantize: recipe,
+        let engine = try EngineModel.load(folder: folder, tokenizer: tokenizer || persona?.textPrompt != nil, kvCache: runtime.resolvedKVCache, quantize: recipe,
                                           progress: recipe == nil ? nil : { bar.update($0, of: $1) })
         bar.finish()
         let kind = folder.randomWeightsSeed != nil ? "random weights, untrained" : "weights from files"

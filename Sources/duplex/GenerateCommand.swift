@@ -46,6 +46,7 @@ struct Generate: ParsableCommand {
     var maxTailFrames = 250
 
     @OptionGroup var sampling: SamplingOptions
+    @OptionGroup var persona: PersonaOptions
     @OptionGroup var runtime: LMRuntimeOptions
     @OptionGroup var compute: ComputeOptions
 
@@ -65,14 +66,17 @@ struct Generate: ParsableCommand {
         let folder = try ModelFolder(model)
         for note in folder.notes { warn("note: \(note)") }
         try sampling.check(folder.config, listening: input == nil && output == nil)
+        try persona.check(folder.config)
         // Check every file the run will need before the long part starts.
         let audioIn = try input.map { try CodecAudio.read($0, raw: false, sampleRate: 24_000) }
         if let audioIn, audioIn.isEmpty { throw CLIError("\(input!): no audio") }
         let userCodes = audioIn == nil ? try readUserCodes(folder.config) : nil
-        let engine = try EngineModel.load(folder: folder, codec: input != nil || output != nil, tokenizer: text != nil,
-                                          kvCache: runtime.resolvedKVCache)
+        // A WAV voice prompt is encoded by the codec, a role text by the tokenizer.
+        let wavVoice = persona.voicePrompt.map { !$0.lowercased().hasSuffix(".pt") } ?? false
+        let engine = try EngineModel.load(folder: folder, codec: input != nil || output != nil || wavVoice,
+                                          tokenizer: text != nil || persona.textPrompt != nil, kvCache: runtime.resolvedKVCache)
         // The same Session every other use runs, so generate answers as pipe, talk and serve do.
-        let session = try sampling.session(engine, listening: input == nil && output == nil)
+        let session = try sampling.session(engine, listening: input == nil && output == nil, prompt: persona.prompt(for: engine))
         var produced: [[Int32]] = []
         session.onTokens = { produced.append(Array($0)) }
         let progress = FrameProgress()

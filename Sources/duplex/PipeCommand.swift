@@ -29,6 +29,7 @@ struct Pipe: ParsableCommand {
     var text: String?
 
     @OptionGroup var sampling: SamplingOptions
+    @OptionGroup var persona: PersonaOptions
     @OptionGroup var runtime: LMRuntimeOptions
     @OptionGroup var compute: ComputeOptions
 
@@ -40,8 +41,8 @@ struct Pipe: ParsableCommand {
     func run() throws {
         compute.apply()
         signal(SIGPIPE, SIG_IGN)
-        let engine = try model.load(runtime, sampling: sampling)
-        let session = try sampling.session(engine)
+        let engine = try model.load(runtime, sampling: sampling, persona: persona)
+        let session = try sampling.session(engine, prompt: persona.prompt(for: engine))
         let textOut = try TextOutput(path: text)
         let format = SampleFormat(rawValue: self.format)!
         let length = PCMStreamLength()

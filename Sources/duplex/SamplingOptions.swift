@@ -46,9 +46,11 @@ struct SamplingOptions: ParsableArguments {
 
     /// A conversation over `engine` with these settings. A model that only listens (Kyutai STT)
     /// is refused unless the caller reads its text alone (`listening`: `generate` on codes).
-    func session(_ engine: EngineModel, listening: Bool = false) throws -> Session {
+    func session(_ engine: EngineModel, listening: Bool = false, prompt: PersonaPlexPrompt? = nil) throws -> Session {
         try check(engine.config, listening: listening)
-        return engine.makeSession(sampling: parameters(for: engine.config), firstFrame: firstFrameRule)
+        let session = engine.makeSession(sampling: parameters(for: engine.config), firstFrame: firstFrameRule, prompt: prompt)
+        if let failure = session.failure { throw CLIError("the persona prompt failed: \(failure)") }
+        return session
     }
 
     /// Options this model cannot honour, refused rather than ignored.

@@ -39,6 +39,12 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup(title: "Sampling defaults (a client's query parameters override them)") var sampling: SamplingOptions
 
+    @OptionGroup(title: "PersonaPlex (a client's voice_prompt / text_prompt query parameters override them)") var persona: PersonaOptions
+
+    @Option(name: .customLong("voice-prompt-dir"),
+            help: "PersonaPlex: where a client's voice_prompt=NAME is looked up (default: the model folder's voices/, as NVIDIA's voices.tgz unpacks).")
+    var voicePromptDir: String?
+
     @OptionGroup var runtime: LMRuntimeOptions
     @OptionGroup var compute: ComputeOptions
 
@@ -54,8 +60,23 @@ struct Serve: AsyncParsableCommand {
         let chatModel: ChatModel
         let engine: EngineModel
         do {
-            engine = try model.load(runtime, sampling: sampling)
-            chatModel = try makeSessionFactory(engine: engine, sampling: sampling, contextFill: contextFill)
+            engine = try model.load(runtime, sampling: sampling, persona: persona)
+            if voicePromptDir != nil && engine.config.kind != .personaplex {
+                throw CLIError("--voice-prompt-dir is PersonaPlex's; this is a \(engine.config.kind.rawValue) model")
+            }
+            var personas: PersonaPrompts?
+            if engine.config.kind == .personaplex {
+                let folderVoices = (model.path as NSString).appendingPathComponent("voices")
+                let directory = voicePromptDir ?? (FileManager.default.fileExists(atPath: folderVoices) ? folderVoices : nil)
+                if let voicePromptDir, !FileManager.default.fileExists(atPath: voicePromptDir) {
+                    throw CLIError("--voice-prompt-dir \(voicePromptDir) does not exist")
+                }
+                personas = try PersonaPrompts(engine: engine, voiceDirectory: directory)
+                // The defaults are checked now, so a bad --voice-prompt fails at start, not per connection.
+                _ = try personas!.prompt(voice: persona.voicePrompt, text: persona.textPrompt)
+            }
+            chatModel = try makeSessionFactory(engine: engine, sampling: sampling, contextFill: contextFill, personas: personas,
+                                               defaultVoice: persona.voicePrompt, defaultText: persona.textPrompt)
         } catch {
             warn("duplex serve: \(error)")
             throw ExitCode(2)
@@ -106,7 +127,8 @@ struct Serve: AsyncParsableCommand {
 /// parameters override the server's defaults; `text_seed` (else `audio_seed`) seeds the session.
 /// `pad_mult` and the repetition penalty are accepted but not applied: the sampler implements
 /// Kyutai's PyTorch LMGen, which has neither.
-func makeSessionFactory(engine: EngineModel, sampling: SamplingOptions, contextFill: Int = 0) throws -> ChatModel {
+func makeSessionFactory(engine: EngineModel, sampling: SamplingOptions, contextFill: Int = 0, personas: PersonaPrompts? = nil,
+                        defaultVoice: String? = nil, defaultText: String? = nil) throws -> ChatModel {
     try sampling.check(engine.config)
     let base = sampling.parameters(for: engine.config)
     // No kind-4 metadata: Kyutai's Python server sends none, and its clients expect the handshake
@@ -119,7 +141,17 @@ func makeSessionFactory(engine: EngineModel, sampling: SamplingOptions, contextF
                          if let v = parameters.audioTemperature { p.audioTemperature = v }
                          if let v = parameters.audioTopK { p.audioTopK = v }
                          if let v = parameters.textSeed ?? parameters.audioSeed { p.seed = v }
-                         let session = engine.makeSession(sampling: p, firstFrame: sampling.firstFrameRule)
+                         // PersonaPlex: the client's voice (a name in the voice directory) and role, else the server's.
+                         var prompt: PersonaPlexPrompt?
+                         if let personas {
+                             prompt = try parameters.voicePrompt != nil
+                                 ? personas.prompt(voice: parameters.voicePrompt, text: parameters.textPrompt ?? defaultText, fromDirectory: true)
+                                 : personas.prompt(voice: defaultVoice, text: parameters.textPrompt ?? defaultText)
+                         } else if parameters.voicePrompt != nil || parameters.textPrompt != nil {
+                             throw ModelError("voice_prompt and text_prompt are PersonaPlex's; this server runs a \(engine.config.kind.rawValue) model")
+                         }
+                         let session = engine.makeSession(sampling: p, firstFrame: sampling.firstFrameRule, prompt: prompt)
+                         if let failure = session.failure { throw failure }
                          try session.fillContext(steps: contextFill)
                          return session
                      },

@@ -45,6 +45,7 @@ struct Talk: AsyncParsableCommand {
     var pipe = false
 
     @OptionGroup var sampling: SamplingOptions
+    @OptionGroup var persona: PersonaOptions
     @OptionGroup var runtime: LMRuntimeOptions
     @OptionGroup var compute: ComputeOptions
 
@@ -70,8 +71,13 @@ struct Talk: AsyncParsableCommand {
         if let connect {
             let conversation = RemoteConversation()
             let p = sampling
+            // A PersonaPlex server's persona: the voice is a name in its voice directory.
+            if let voice = persona.voicePrompt, voice.contains("/") {
+                throw CLIError("with --connect, --voice-prompt names a voice in the server's voice directory (e.g. NATF0.pt), not a local path")
+            }
             let parameters = SessionParameters(textTemperature: p.textTemperature, textTopK: p.textTopK, audioTemperature: p.temperature,
-                                               audioTopK: p.topK, textSeed: p.seed, audioSeed: p.seed)
+                                               audioTopK: p.topK, textSeed: p.seed, audioSeed: p.seed, voicePrompt: persona.voicePrompt,
+                                               textPrompt: persona.textPrompt)
             do {
                 try await conversation.connect(url: connect, parameters: parameters, token: token)
             } catch {
@@ -79,8 +85,8 @@ struct Talk: AsyncParsableCommand {
             }
             (processor, remote, engine) = (conversation, conversation, nil)
         } else {
-            let loaded = try model.load(runtime, sampling: sampling)
-            (processor, remote, engine) = (try sampling.session(loaded), nil, loaded)
+            let loaded = try model.load(runtime, sampling: sampling, persona: persona)
+            (processor, remote, engine) = (try sampling.session(loaded, prompt: persona.prompt(for: loaded)), nil, loaded)
         }
         let result = Result { try converse(processor: processor, engine: engine, remote: remote, stop: stop) }
         if let remote { await remote.close() }
