@@ -43,8 +43,12 @@ public struct PersonaPlexPrompt: Sendable {
     public var frameCount: Int { frames.count }
 
     /// `textTokens`: the role prompt, already tokenized (`wrapWithSystemTags`, then SentencePiece).
-    public init(voice: Voice?, textTokens: [Int], config c: LMConfig, silence: [Int32] = silenceTokens, sine: [Int32] = sineTokens,
+    /// `silence`/`sine`: default NVIDIA's codes, taken modulo a smaller audio vocabulary (the
+    /// shrunk models of tests, as the reference fixture's NVIDIA run patched them).
+    public init(voice: Voice?, textTokens: [Int], config c: LMConfig, silence: [Int32]? = nil, sine: [Int32]? = nil,
                 silenceFrames: Int = silenceFrames) throws {
+        let silence = silence ?? Self.silenceTokens.map { $0 % Int32(c.card) }
+        let sine = sine ?? Self.sineTokens.map { $0 % Int32(c.card) }
         guard c.kind == .personaplex else {
             throw PersonaPlexPromptError("voice and text prompts are PersonaPlex's (model_type \"personaplex\"); this is a \(c.kind.rawValue) model")
         }
