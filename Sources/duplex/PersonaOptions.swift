@@ -16,11 +16,20 @@ struct PersonaOptions: ParsableArguments {
 
     var given: Bool { voicePrompt != nil || textPrompt != nil }
 
-    /// Refuses the options on a model that has no persona, before the load.
+    /// Refuses the options on a model that has no persona, and a voice file that is no voice,
+    /// before the (long) load.
     func check(_ config: LMConfig) throws {
         if given && config.kind != .personaplex {
             throw CLIError("--voice-prompt and --text-prompt are PersonaPlex's (nvidia/personaplex-7b-v1, model_type \"personaplex\"); "
                            + "this is a \(config.kind.rawValue) model")
+        }
+        guard let voicePrompt else { return }
+        guard let handle = FileHandle(forReadingAtPath: voicePrompt) else { throw CLIError("voice prompt \(voicePrompt) does not exist or cannot be read") }
+        defer { try? handle.close() }
+        let head = (try? handle.read(upToCount: 4)) ?? Data()
+        let isZip = head.elementsEqual([0x50, 0x4B, 0x03, 0x04]), isRIFF = head.elementsEqual("RIFF".utf8)
+        guard isZip || isRIFF else {
+            throw CLIError("voice prompt \(voicePrompt) is neither a WAV recording nor a PersonaPlex voice (.pt, a zip of tensors)")
         }
     }
 

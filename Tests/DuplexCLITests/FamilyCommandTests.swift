@@ -202,3 +202,60 @@ struct WAVFile {
         try d.write(to: url)
     }
 }
+
+/// PersonaPlex's options through the binary (a random-weights PersonaPlex-shaped folder: the
+/// parity itself is PersonaPlexTests' and PersonaSessionTests').
+final class PersonaCommandTests: XCTestCase {
+    private let fixtures = packageRoot.appendingPathComponent("Tests/DuplexCoreTests/Fixtures")
+
+    private func personaFolder() throws -> URL {
+        let dir = try cliScratch().appendingPathComponent("personaplex-random-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let config: [String: Any] = [
+            "model_type": "personaplex", "dim": 64, "text_card": 500, "n_q": 16, "dep_q": 16, "card": 32, "num_heads": 4, "num_layers": 2,
+            "context": 100, "depformer_dim": 32, "depformer_num_heads": 2, "depformer_num_layers": 1, "depformer_dim_feedforward": 64,
+            "tokenizer_name": "tokenizer.model", "duplex": ["random_weights_seed": 3],
+        ]
+        try JSONSerialization.data(withJSONObject: config).write(to: dir.appendingPathComponent("config.json"))
+        try FileManager.default.copyItem(at: fixtures.appendingPathComponent("tokenizer_tiny.model"), to: dir.appendingPathComponent("tokenizer.model"))
+        let codes = (0..<(8 * 12)).map { Int32($0 % 32) }
+        try NPY.writeInt32(dir.appendingPathComponent("user.npy").path, NPY.Array(shape: [8, 12], int32: codes))
+        return dir
+    }
+
+    private func generate(_ dir: URL, _ extra: [String]) throws -> (CLIRun, NPY.Array?) {
+        let out = dir.appendingPathComponent("out-\(UUID().uuidString).npy").path
+        let run = try runDuplex(["generate", "--model", dir.path, "--input-codes", dir.appendingPathComponent("user.npy").path,
+                                 "--output-codes", out, "--temperature", "0", "--text-temperature", "0"] + extra)
+        return (run, try? NPY.readInt32(out))
+    }
+
+    func testVoiceAndRolePromptsShapeTheAnswer() throws {
+        let dir = try personaFolder()
+        let voice = fixtures.appendingPathComponent("personaplex_tiny_voice.pt").path
+        let (plain, silenceOnly) = try generate(dir, [])
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        XCTAssertTrue(plain.stderr.contains("persona prompt: 12 frames"), "NVIDIA's silences run even without a persona: \(plain.stderr)")
+        let (run, persona) = try generate(dir, ["--voice-prompt", voice, "--text-prompt", "You are a wise teacher."])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertEqual(persona?.shape, [9, 12], "text + Moshi's 8 codebooks per input frame")
+        XCTAssertNotEqual(persona?.int32, silenceOnly?.int32, "the persona changes the answer")
+        let (again, repeated) = try generate(dir, ["--voice-prompt", voice, "--text-prompt", "You are a wise teacher."])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertEqual(repeated, persona, "the same persona, the same answer")
+    }
+
+    func testPersonaOptionsAreRefusedWhereTheyCannotApply() throws {
+        let moshi = packageRoot.appendingPathComponent("models/default").path
+        let run = try runDuplex(["pipe", "--model", moshi, "--text-prompt", "You are a pirate."])
+        XCTAssertNotEqual(run.status, 0)
+        XCTAssertTrue(run.stderr.contains("PersonaPlex"), run.stderr)
+        let dir = try personaFolder()
+        let bad = try generate(dir, ["--voice-prompt", dir.appendingPathComponent("config.json").path]).0
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("config.json") && bad.stderr.contains("neither a WAV"), bad.stderr)
+        let long = try generate(dir, ["--text-prompt", String(repeating: "a wise and patient teacher ", count: 40)]).0
+        XCTAssertNotEqual(long.status, 0)
+        XCTAssertTrue(long.stderr.contains("shorten the text prompt"), long.stderr)
+    }
+}

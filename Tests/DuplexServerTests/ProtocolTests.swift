@@ -54,6 +54,19 @@ final class ProtocolTests: XCTestCase {
         }
     }
 
+    func testPersonaPlexQueryParametersAreReadAndVoiceNamesStayInTheDirectory() throws {
+        // NVIDIA's client: voice_prompt names a file of the server's voice directory.
+        let p = try SessionParameters(query: queryItems("/api/chat?voice_prompt=NATF0.pt&text_prompt=You%20are%20a%20wise%20teacher."))
+        XCTAssertEqual(p.voicePrompt, "NATF0.pt")
+        XCTAssertEqual(p.textPrompt, "You are a wise teacher.")
+        for bad in ["../secret.pt", "voices/NATF0.pt", "..", ""] {
+            XCTAssertThrowsError(try SessionParameters(query: [(name: "voice_prompt", value: bad)]), bad) {
+                XCTAssertTrue("\($0)".contains("voice_prompt"), "\($0)")
+            }
+        }
+        XCTAssertThrowsError(try SessionParameters(query: [(name: "text_prompt", value: String(repeating: "x", count: 20_000))]))
+    }
+
     func testClientChoicesWinOverServerDefaults() {
         let defaults = SessionParameters(textTemperature: 0.7, textTopK: 25, audioTemperature: 0.8, audioTopK: 250)
         let merged = SessionParameters(textTopK: 10, audioSeed: 3).merged(over: defaults)
