@@ -3,7 +3,7 @@
 package (pinned in setup_venv.sh) with fixed seeds.
 
 Usage:  tools/reference/make_fixtures.py [ops|dtypes|transformer|mimi|mimi_long|lm|lm_module_form|tokenizer|names|gguf|quant|quant_lm|stt|hibiki|
-                                          personaplex_voice|personaplex|all ...]
+                                          personaplex_voice|personaplex|loudness|all ...]
         (run through the venv: "$(tools/reference/setup_venv.sh)" tools/reference/make_fixtures.py all)
 
 Each fixture is a safetensors file under Tests/DuplexCoreTests/Fixtures/ whose metadata carries
@@ -13,7 +13,7 @@ JSON instead (tensor names and shapes, no weights; see fixtures_names.py); `gguf
 files and a JSON of what they hold (see fixtures_gguf.py); `personaplex_voice` writes `.pt` files
 (torch.save's zip format) beside the safetensors of their expected values; `personaplex` runs
 NVIDIA's PersonaPlex fork and needs its checkout in PERSONAPLEX_SRC (see fixtures_personaplex.py;
-without it, it is skipped).
+without it, it is skipped); `loudness` runs pyloudnorm (see fixtures_loudness.py).
 """
 import argparse
 import importlib
@@ -49,6 +49,7 @@ GENERATORS = {
     "hibiki": "fixtures_hibiki",
     "personaplex_voice": "fixtures_personaplex_voice",
     "personaplex": "fixtures_personaplex",
+    "loudness": "fixtures_loudness",
 }
 
 

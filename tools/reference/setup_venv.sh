@@ -2,12 +2,13 @@
 # Creates (or reuses) tools/reference/.venv with Kyutai's reference package moshi==0.2.13 and the
 # peers the benchmarks compare against (rustymimi), plus sentencepiece and sphn, and the writers
 # of quantized files the CQuant fixtures come from: gguf-py (gguf==0.19.0) and MLX (mlx[cpu]==0.32.4,
-# with moshi-mlx==0.3.0 for Kyutai's MLX model code).
+# with moshi-mlx==0.3.0 for Kyutai's MLX model code), and pyloudnorm==0.1.1 (with scipy and future,
+# its dependencies), the loudness meter PersonaPlex normalises voice prompts with.
 # Prints the venv's python path on stdout. The venv stays out of git.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 venv="$here/.venv"
-stamp="$venv/.duplex-reference-v2"
+stamp="$venv/.duplex-reference-v3"
 MOSHI_VERSION=0.2.13
 
 if [ ! -f "$stamp" ]; then
@@ -28,8 +29,10 @@ if [ ! -f "$stamp" ]; then
     "${pip[@]}" "gguf==0.19.0" "mlx[cpu]==0.32.4"
     # --no-deps: moshi-mlx pulls in audio and UI packages; fixtures need only its model code and mlx.
     "${pip[@]}" --no-deps "moshi-mlx==0.3.0"
+    # PersonaPlex does not pin pyloudnorm; 0.1.1 is the last 0.1.x (0.2.0 measures the same).
+    "${pip[@]}" "pyloudnorm==0.1.1" "scipy==1.15.3" "future==1.0.0"
     "$venv/bin/python" -c "import moshi, torch; assert moshi.__version__ == '$MOSHI_VERSION', moshi.__version__"
-    "$venv/bin/python" -c "import gguf, mlx.core, moshi_mlx"
+    "$venv/bin/python" -c "import gguf, mlx.core, moshi_mlx, pyloudnorm"
     touch "$stamp"
 fi
 echo "$venv/bin/python"
