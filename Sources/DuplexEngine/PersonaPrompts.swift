@@ -108,8 +108,3 @@ public final class PersonaPrompts: Sendable {
         return .codes(frames)
     }
 }
-
-// TEMPORARY until DuplexAudio.Loudness lands (branch loudness): identity.
-private enum Loudness {
-    static func normalized(_ samples: [Float], sampleRate: Int, targetLUFS: Double) throws -> [Float] { samples }
-}

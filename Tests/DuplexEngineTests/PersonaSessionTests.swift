@@ -1,3 +1,4 @@
+import DuplexAudio
 import DuplexCore
 @testable import DuplexEngine
 import Foundation
@@ -57,6 +58,51 @@ final class PersonaSessionTests: XCTestCase {
         session.reset()
         XCTAssertEqual(session.frames, prompt.frameCount, "a reset replays the persona")
         XCTAssertEqual(try conversation(), first, "and answers the same again")
+    }
+
+    /// A random-weights PersonaPlex with a small Mimi (2048 codes, as the LM's card): what a WAV voice needs.
+    private func speakingEngine() throws -> EngineModel {
+        var c = LMConfig.personaplex7B
+        c.dim = 32; c.numHeads = 2; c.numLayers = 1; c.textCard = 40; c.textCardOut = 40; c.context = 64
+        c.depformerDim = 16; c.depformerNumHeads = 2; c.depformerNumLayers = 1; c.depformerDimFeedforward = 32
+        let store = WeightStore(randomSeed: 5)
+        let lm = LMModel(store: store, config: c)
+        try store.finish()
+        var m = MimiConfig.released()
+        m.filters = 8; m.dimension = 64; m.transformerLayers = 1; m.transformerHeads = 2; m.transformerFeedforward = 128; m.codebookDimension = 32
+        return try EngineModel(mimi: try Mimi(store: WeightStore(randomSeed: 6), config: m), lm: lm, tokenizer: nil, name: "personaplex-random")
+    }
+
+    func testAWAVVoiceIsNormalisedToMinus24LUFSAndEncodedFrameByFrame() throws {
+        let engine = try speakingEngine()
+        let mimi = try XCTUnwrap(engine.mimi)
+        // 0.9 s of a quiet tone with noise at 24 kHz: 11.25 frames → 12, the last padded.
+        var rng = SplitMix64(seed: 9)
+        let samples = (0..<21_600).map { i in Float(0.02 * sin(Double(i) * 0.05)) + Float(rng.nextGaussian()) * 0.005 }
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("voice-\(getpid()).wav").path
+        try WAV(sampleRate: 24_000, channels: 1, samples: samples).write(to: path)
+        guard case .codes(let frames) = try PersonaPrompts.readVoice(path, engine: engine) else { return XCTFail("a WAV gives codes") }
+        XCTAssertEqual(frames.count, 12)
+        XCTAssertTrue(frames.allSatisfy { $0.count == 8 })
+        // The same by hand: pyloudnorm's normalisation (LoudnessTests check it), then Mimi.
+        let written = try WAV.read(path).samples
+        var normalised = try Loudness.normalized(written, sampleRate: 24_000, targetLUFS: -24)
+        normalised += [Float](repeating: 0, count: 12 * 1920 - normalised.count)
+        let state = mimi.makeState()
+        var codes = [Int32](repeating: 0, count: mimi.numCodebooks)
+        for f in 0..<12 {
+            normalised.withUnsafeBufferPointer { x in codes.withUnsafeMutableBufferPointer { mimi.encodeStep(x.baseAddress! + f * 1920, codes: $0.baseAddress!, state: state) } }
+            XCTAssertEqual(frames[f], Array(codes.prefix(8)), "frame \(f)")
+        }
+        let silent = FileManager.default.temporaryDirectory.appendingPathComponent("silent-\(getpid()).wav").path
+        try WAV(sampleRate: 24_000, channels: 1, samples: [Float](repeating: 0, count: 24_000)).write(to: silent)
+        XCTAssertThrowsError(try PersonaPrompts.readVoice(silent, engine: engine)) {
+            XCTAssertTrue("\($0)".contains("silent") && "\($0)".contains(silent), "\($0)")
+        }
+        let prompt = try PersonaPrompts(engine: engine).prompt(voice: path, text: nil)
+        XCTAssertEqual(prompt.frameCount, 12 + 2 * PersonaPlexPrompt.silenceFrames)
+        let session = engine.makeSession(sampling: .greedy, prompt: prompt)
+        XCTAssertNil(session.failure)
     }
 
     func testAPersonaOnAnotherModelIsRefused() throws {
