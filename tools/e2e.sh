@@ -190,6 +190,49 @@ check "pipe --quantize q8: the default model quantized at load, samples conserve
 check "quantize --to q4: a GGUF in candle's layout, an existing output refused, a folder runs it" quantize_gguf_folder
 check "--quantize with an unknown format: refused with the list" quantize_unknown
 
+# Kyutai STT through transcribe: a random-weights STT-shaped folder (32 codebooks, a semantic-VAD
+# head, the default model's tokenizer), from a WAV, from stdin (the same words) and from the
+# microphone (ALSA's file plugin, capture only, ending with the file).
+mkdir -p "$work/stt" && cp models/default/tokenizer.model "$work/stt/"
+python3 - "$work/stt/config.json" <<'PY'
+import json, sys
+json.dump({"model_type": "stt", "dim": 64, "text_card": 800, "n_q": 32, "dep_q": 0, "card": 2048, "num_heads": 4, "num_layers": 2,
+           "context": 64, "delays": [0] * 33, "extra_heads_num_heads": 4, "extra_heads_dim": 6, "tokenizer_name": "tokenizer.model",
+           "stt_config": {"audio_delay_seconds": 0.5, "audio_silence_prefix_seconds": 0.0},
+           "duplex": {"random_weights_seed": 3, "mimi": {"filters": 16, "dimension": 128, "transformer_layers": 2, "transformer_heads": 2,
+                                                         "transformer_feedforward": 256, "codebook_dimension": 64}}}, open(sys.argv[1], "w"))
+PY
+transcribe_file_and_stdin() {
+    $duplex transcribe --model "$work/stt" "$work/in48.wav" --json > "$work/tr1.json" 2>"$work/tr1.txt" &&
+    $duplex transcribe --model "$work/stt" - --json < "$work/in24.raw" > "$work/tr2.json" 2>/dev/null &&
+    grep -q "real-time factor" "$work/tr1.txt" &&
+    python3 - "$work/tr1.json" "$work/tr2.json" <<'PY'
+import json, sys
+rows = [[json.loads(l) for l in open(p)] for p in sys.argv[1:]]
+for r in rows:
+    summary = r[-1]
+    # 3 s of audio + (0.5 + 1) s of tail = 4.5 s = 56.25 frames: whole frames only, as run_inference.
+    assert summary["type"] == "summary" and summary["frames"] == 56, summary
+    words = [w for w in r if w["type"] == "word"]
+    assert len(words) == summary["words"] and all(w["start"] <= w["end"] for w in words), r
+PY
+}
+transcribe_microphone() {
+    ALSA_CONFIG_PATH="$work/asound.conf" timeout 60 $duplex transcribe --model "$work/stt" -i e2e_mic --json > "$work/tr3.json" 2>"$work/tr3.txt" &&
+    grep -q "real-time factor" "$work/tr3.txt" &&
+    python3 - "$work/tr2.json" "$work/tr3.json" <<'PY'
+import json, sys
+piped, heard = [[json.loads(l) for l in open(p)] for p in sys.argv[1:]]
+assert heard[-1]["skipped_frames"] == 0 and heard[-1]["frames"] == piped[-1]["frames"], heard[-1]
+# The same samples through ALSA as through stdin: the same words at the same times.
+assert [w for w in heard if w["type"] == "word"] == [w for w in piped if w["type"] == "word"]
+PY
+}
+transcribe_refuses_moshi() { ! $duplex transcribe --model models/default "$work/in48.wav" > "$work/tr4.txt" 2>&1 && grep -q '"stt"' "$work/tr4.txt"; }
+check "transcribe: an STT model from a WAV and from stdin, JSON words, real-time factor" transcribe_file_and_stdin
+check "transcribe: from the microphone (ALSA file plugin, capture only): the same words as from stdin" transcribe_microphone
+check "transcribe: a conversation model is refused" transcribe_refuses_moshi
+
 # serve, driven by Kyutai's own client code (sphn for Ogg Opus, aiohttp for the websocket).
 interop_python=$(./tools/interop/setup.sh)
 port=$((20000 + RANDOM % 20000))

@@ -147,6 +147,9 @@ public final class LiveLoop: @unchecked Sendable {
         public var realtimePriority = true
         /// Keep what was heard and played (`recorder`), this many seconds of slack for the UI.
         public var recordSeconds: Int?
+        /// Input frames that may wait for the model before the oldest are skipped (nil: the
+        /// pipeline's default, a conversation's few). A transcription lags rather than lose words.
+        public var maxQueuedInputFrames: Int?
         public init() {}
     }
 
@@ -200,6 +203,10 @@ public final class LiveLoop: @unchecked Sendable {
         }
         if !sink.isPaced && source.pacing != .live {
             configuration = FrameLoop.unpacedConfiguration
+        }
+        if let queued = options.maxQueuedInputFrames {
+            configuration.maxQueuedInputFrames = queued
+            configuration.ringFrames = max(configuration.ringFrames, queued + 8)
         }
         pipeline = FramePipeline(processor: processor, clock: clock, configuration: configuration)
     }

@@ -117,6 +117,12 @@ public final class FramePipeline: @unchecked Sendable {
         /// The text token, or −1 for an event that carries only `endOfTurn`.
         public var token: Int32
         public var endOfTurn = false
+
+        public init(frame: Int, token: Int32, endOfTurn: Bool = false) {
+            self.frame = frame
+            self.token = token
+            self.endOfTurn = endOfTurn
+        }
     }
 
     public init(processor: FrameProcessor, clock: any FrameClock = MonotonicClock(), configuration: Configuration = Configuration()) {

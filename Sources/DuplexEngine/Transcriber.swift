@@ -66,7 +66,9 @@ public struct WordAssembler: Sendable {
     public let frameSeconds: Double
     /// Seconds subtracted from frame times (silence prefix + audio delay).
     public let offsetSeconds: Double
-    private var pending: (text: String, start: Double)?
+    /// The word under way: its pieces' ids (decoded together, so byte-fallback pieces make their
+    /// characters) and its start.
+    private var pending: (ids: [Int], start: Double)?
     private var lastWasPiece = false
 
     public init(tokenizer: SentencePieceTokenizer, config: LMConfig, frameSeconds: Double = 0.08) {
@@ -87,22 +89,27 @@ public struct WordAssembler: Sendable {
         }
         let startsWord = piece.hasPrefix("▁") || !lastWasPiece || pending == nil
         lastWasPiece = true
-        let text = piece.replacingOccurrences(of: "▁", with: " ")
-        if startsWord {
-            let now = time(ofFrame: frame)
-            // A lone "▁" piece starts a word whose letters come in the next pieces.
-            let finished = pending.flatMap { $0.text.isEmpty ? nil : Word(text: $0.text, start: $0.start, end: now) }
-            pending = (text.trimmingCharacters(in: .whitespaces), now)
-            return finished
+        guard startsWord else {
+            pending?.ids.append(id)
+            return nil
         }
-        pending?.text += text
-        return nil
+        let now = time(ofFrame: frame)
+        let finished = pending.flatMap { word(ids: $0.ids, start: $0.start, end: now) }
+        pending = ([id], now)
+        return finished
     }
 
     /// Ends the word under way at `frame` (end of turn or of input).
     public mutating func flush(frame: Int) -> Word? {
         defer { pending = nil; lastWasPiece = false }
-        return pending.flatMap { $0.text.isEmpty ? nil : Word(text: $0.text, start: $0.start, end: max($0.start, time(ofFrame: frame))) }
+        return pending.flatMap { word(ids: $0.ids, start: $0.start, end: max($0.start, time(ofFrame: frame))) }
+    }
+
+    /// A lone "▁" piece starts a word whose letters come next; a word of nothing is no word.
+    private func word(ids: [Int], start: Double, end: Double) -> Word? {
+        let text = ((try? tokenizer.decode(ids)) ?? ids.compactMap { tokenizer.piece($0) }.joined())
+            .replacingOccurrences(of: "▁", with: " ").trimmingCharacters(in: .whitespaces)
+        return text.isEmpty ? nil : Word(text: text, start: start, end: end)
     }
 }
 

@@ -94,6 +94,8 @@ struct Transcribe: ParsableCommand {
         let source = PaddedSource(inner, prefix: prefix, suffix: suffix)
         var options = LiveLoop.Options()
         if let device { options.periodFrames = device.periodFrames }
+        // Up to 20 s behind the microphone before audio is skipped (and then said in the summary).
+        options.maxQueuedInputFrames = 250
         let loop = LiveLoop(processor: transcriber, source: source, sink: NullSink(), options: options)
         let printer = TranscriptPrinter(json: json, tokenizer: tokenizer, config: c)
         if device != nil { warn("listening on \(inputDevice ?? "default") — Ctrl-C to stop") }
@@ -108,12 +110,28 @@ struct Transcribe: ParsableCommand {
             failure = error
         }
         loop.pipeline.drainText { printer.handle($0) }
-        let frames = loop.pipeline.counters.framesProcessed
+        var frames = loop.pipeline.counters.framesProcessed
+        if stop.isSet && failure == nil {
+            // Stopped early (Ctrl-C): the tail of silence still goes through, so the last words come out.
+            let silence = [Float](repeating: 0, count: transcriber.frameSize)
+            var output = silence
+            var stamps = FrameTimestamps()
+            for _ in 0..<(suffix / transcriber.frameSize) {
+                let token = silence.withUnsafeBufferPointer { s in
+                    output.withUnsafeMutableBufferPointer { transcriber.process(s.baseAddress!, output: $0.baseAddress!, stamps: &stamps, clock: clock) }
+                }
+                if token != nil || transcriber.endOfTurn {
+                    printer.handle(FramePipeline.TextEvent(frame: frames, token: token ?? -1, endOfTurn: transcriber.endOfTurn))
+                }
+                frames += 1
+            }
+        }
         printer.finish(frame: frames)
+        let counters = loop.pipeline.counters
         let seconds = Double(clock.now() - started) / 1e9
         let audioSeconds = Double(frames) * 0.08
         printer.summary(frames: frames, seconds: seconds, realTimeFactor: seconds / max(1e-9, audioSeconds),
-                        xruns: device?.xruns.capture)
+                        xruns: device?.xruns.capture, skipped: counters.droppedInputFrames + counters.overruns)
         if let pcm, pcm.trailingBytes > 0 {
             warn("warning: input ended with \(pcm.trailingBytes) byte(s) that do not make a whole \(format) sample; ignored")
         }
@@ -153,14 +171,16 @@ final class TranscriptPrinter {
         if !json && lineOpen { write("\n") }
     }
 
-    func summary(frames: Int, seconds: Double, realTimeFactor: Double, xruns: Int?) {
+    func summary(frames: Int, seconds: Double, realTimeFactor: Double, xruns: Int?, skipped: Int) {
         let text = String(format: "transcribed %.1f s of audio (%d frames, silence padding included) in %.1f s: real-time factor %.2f, "
                           + "%d word(s), %d turn end(s)", Double(frames) * 0.08, frames, seconds, realTimeFactor, words, turns)
             + (xruns.map { ", capture xruns \($0)" } ?? "")
+            + (skipped > 0 ? ", \(skipped) frame(s) of audio SKIPPED (the model fell more than 20 s behind: try --quantize q8)" : "")
         if json {
             var object: [String: Any] = ["type": "summary", "frames": frames, "seconds": round3(seconds),
                                          "real_time_factor": round3(realTimeFactor), "words": words, "turns": turns]
             if let xruns { object["capture_xruns"] = xruns }
+            object["skipped_frames"] = skipped
             line(jsonLine(object))
         }
         warn(text)

@@ -54,6 +54,22 @@ final class TranscriberTests: XCTestCase {
         XCTAssertEqual(a.time(ofFrame: 2), 0, "times before the audio clamp to 0")
     }
 
+    func testByteFallbackPiecesMakeTheirCharacters() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("DuplexCoreTests/Fixtures/tokenizer_tiny_bytes.model").path
+        let t = try SentencePieceTokenizer(path: path)
+        let ids = t.encode("🙂x")
+        XCTAssertTrue(ids.contains { t.piece($0)?.hasPrefix("<0x") == true }, "the word must need byte pieces: \(ids.map { t.piece($0) ?? "?" })")
+        var c = sttConfig
+        c.textCard = 800
+        c.textCardOut = 800
+        var a = WordAssembler(tokenizer: t, config: c)
+        var words: [WordAssembler.Word] = []
+        for (i, id) in ids.enumerated() { if let w = a.push(Int32(id), frame: 20 + i) { words.append(w) } }
+        if let w = a.flush(frame: 30) { words.append(w) }
+        XCTAssertEqual(words.map(\.text), ["🙂x"])
+    }
+
     func testPaddedSourceAddsSilenceAroundTheInput() throws {
         let signal = (0..<10).map { Float($0 + 1) }
         let source = PaddedSource(SignalSource(signal), prefix: 3, suffix: 4)
