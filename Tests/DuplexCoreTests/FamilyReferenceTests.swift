@@ -142,3 +142,44 @@ final class FamilyReferenceTests: XCTestCase {
         }
     }
 }
+
+/// Hibiki 2B's depformer weight sharing (`depformer_weights_per_step_schedule`) against Kyutai's
+/// moshi 0.2.13 (fixture: tools/reference/fixtures_hibiki2b.py): n_q 32 / dep_q 16, depth steps
+/// 8–15 on one weight set, with and without CFG.
+final class WeightScheduleReferenceTests: XCTestCase {
+    func testHibiki2BShapeWithSharedDepthWeightsMatchesKyutai() throws {
+        let f = try FamilyReferenceTests.load("hibiki2b_tiny")
+        let c = f.config
+        XCTAssertEqual(c.depformerWeightsSchedule, Array(0..<8) + Array(repeating: 8, count: 8))
+        XCTAssertEqual(c.depformerWeightSets, 9)
+        XCTAssertEqual(c.userStreams, 16)
+        XCTAssertGreaterThanOrEqual(f.user.count, 3 * c.context)
+        for (cfg, prefix) in [(Float(1), ""), (3, "cfg_")] {
+            var sampling = SamplingParameters.greedy
+            sampling.cfgCoefficient = cfg
+            let returned = try f.rows("fixture.\(prefix)returned")
+            let textLogits = try f.floats("fixture.\(prefix)text_logits")
+            let depthLogits = try f.floats("fixture.\(prefix)depth_logits")
+            let gen = LMGen(model: f.model, sampling: sampling)
+            var state = gen.makeState(kvCache: .f32)
+            var frames: [[Int32]] = []
+            for (t, codes) in f.user.enumerated() {
+                if let out = try gen.step(userCodes: codes, state: &state) { frames.append(out) }
+                assertClose(state.model.textLogits, Array(textLogits[(t * c.textCard)..<((t + 1) * c.textCard)]), relL2: 1e-4,
+                            "cfg \(cfg): text logits, call \(t)")
+                let n = c.depQ * c.card
+                assertClose(state.model.depformer.logits, Array(depthLogits[(t * n)..<((t + 1) * n)]), relL2: 1e-4,
+                            "cfg \(cfg): depth logits, call \(t)")
+            }
+            XCTAssertEqual(frames, returned, "cfg \(cfg): frames")
+        }
+    }
+
+    func testABadScheduleIsRefusedByKey() {
+        for (schedule, mentions) in [("[0, 1]", "entries"), ("[0, 1, 2, 3, 4, 5, 6, 9]", "outside"), ("[0, 0, 0, 0, 0, 0, 0, 2]", "unused")] {
+            XCTAssertThrowsError(try LMConfig(kyutaiConfigJSON: Data("{\"depformer_weights_per_step_schedule\": \(schedule)}".utf8))) { error in
+                XCTAssertTrue("\(error)".contains("depformer_weights_per_step_schedule") && "\(error)".contains(mentions), "\(error)")
+            }
+        }
+    }
+}

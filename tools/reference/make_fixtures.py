@@ -2,7 +2,7 @@
 """Writes the reference fixtures the Swift tests compare against, by running Kyutai's `moshi`
 package (pinned in setup_venv.sh) with fixed seeds.
 
-Usage:  tools/reference/make_fixtures.py [ops|dtypes|transformer|mimi|mimi_long|lm|lm_module_form|tokenizer|names|gguf|quant|quant_lm|stt|hibiki|
+Usage:  tools/reference/make_fixtures.py [ops|dtypes|transformer|mimi|mimi_long|lm|lm_module_form|tokenizer|names|gguf|quant|quant_lm|stt|hibiki|hibiki2b|
                                           personaplex_voice|personaplex|loudness|all ...]
         (run through the venv: "$(tools/reference/setup_venv.sh)" tools/reference/make_fixtures.py all)
 
@@ -47,6 +47,7 @@ GENERATORS = {
     "quant_lm": "fixtures_quant_lm",
     "stt": "fixtures_stt",
     "hibiki": "fixtures_hibiki",
+    "hibiki2b": "fixtures_hibiki2b",
     "personaplex_voice": "fixtures_personaplex_voice",
     "personaplex": "fixtures_personaplex",
     "loudness": "fixtures_loudness",

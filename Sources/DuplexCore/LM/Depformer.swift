@@ -33,7 +33,7 @@ public final class Depformer: Sendable {
             heads = []
             return
         }
-        inputs = (0..<(c.depformerMultiLinear ? c.depQ : 1)).map { store.matrix(N.depformerIn($0), shape: [dd, c.dim]) }
+        inputs = (0..<(c.depformerMultiLinear ? c.depformerWeightSets : 1)).map { store.matrix(N.depformerIn($0), shape: [dd, c.dim]) }
         textEmb = store.matrix(N.depformerTextEmb, shape: [c.textCard + 1, dd])
         emb = (0..<max(0, c.depQ - 1)).map { store.matrix(N.depformerEmb($0), shape: [c.card + 1, dd]) }
         transformer = StreamingTransformer(store: store, names: N.depformer, config: c.depformerTransformer)
@@ -109,7 +109,7 @@ public final class Depformer: Sendable {
         state.x.withUnsafeMutableBufferPointer { xBuf in
         state.row.withUnsafeMutableBufferPointer { rowBuf in
             let x = xBuf.baseAddress!, row = rowBuf.baseAddress!
-            inputs[config.depformerMultiLinear ? k : 0].apply(hidden, into: x)
+            inputs[config.depformerMultiLinear ? config.depformerWeightSet(step: k) : 0].apply(hidden, into: x)
             // Clamped like ScaledEmbedding; sampled tokens are always in range.
             let table = k == 0 ? textEmb : emb[k - 1]
             table.copyRow(min(table.rows - 1, max(0, Int(previous))), into: row)
@@ -125,8 +125,12 @@ public final class Depformer: Sendable {
         let steps = config.generatedStreams
         guard steps > 0 else { return [] }
         var all = Array(heads.prefix(steps))
-        all += config.depformerMultiLinear ? Array(inputs.prefix(steps)) : Array(repeating: inputs[0], count: steps)
-        for layer in transformer.layers { all += layer.matrices(sets: steps) }
+        // Every depth step reads its weight set, shared ones once per step that uses them.
+        for k in 0..<steps {
+            let set = config.depformerWeightSet(step: k)
+            all.append(inputs[config.depformerMultiLinear ? set : 0])
+            for layer in transformer.layers { all += layer.matrices(set: set) }
+        }
         return all
     }
 

@@ -32,6 +32,13 @@ public struct LMConfig: Sendable, Equatable {
     public var depformerNumLayers = 6
     /// One `depformer_in` linear per depth step (else one shared).
     public var depformerMultiLinear = true
+    /// `depformer_weights_per_step_schedule` (Hibiki 2B): depth step k uses weight set
+    /// schedule[k] of the depformer's layers and `depformer_in`; nil = a set per step.
+    public var depformerWeightsSchedule: [Int]?
+    /// Depformer weight sets stored (`depformer_in` projections, per-layer sets).
+    public var depformerWeightSets: Int { depformerWeightsSchedule.map { ($0.max() ?? 0) + 1 } ?? depQ }
+    /// The weight set depth step k uses.
+    public func depformerWeightSet(step k: Int) -> Int { depformerWeightsSchedule?[k] ?? k }
     /// Per stream: text, Moshi's `depQ` codebooks, the user's `nQ − depQ`.
     public var delays = [0] + ([0] + [Int](repeating: 1, count: 7)) + ([0] + [Int](repeating: 1, count: 7))
     /// Softmax heads on the temporal output (STT's semantic voice activity), computed each step.
@@ -116,18 +123,20 @@ public struct LMConfig: Sendable, Equatable {
     /// No positional embedding, no context (the ring holds the `depQ` depth steps of one frame),
     /// one weight set per depth step.
     public var depformerTransformer: TransformerConfig {
-        TransformerConfig(dim: depformerDim, numHeads: depformerNumHeads, numLayers: depformerNumLayers,
-                          feedForward: .siluGated(hidden: depformerHidden), norm: .rmsNorm(eps: 1e-8),
-                          layerScale: false, context: nil, ropeMaxPeriod: nil, weightsPerStep: depQ)
+        var c = TransformerConfig(dim: depformerDim, numHeads: depformerNumHeads, numLayers: depformerNumLayers,
+                                  feedForward: .siluGated(hidden: depformerHidden), norm: .rmsNorm(eps: 1e-8),
+                                  layerScale: false, context: nil, ropeMaxPeriod: nil, weightsPerStep: depQ)
+        c.weightSchedule = depformerWeightsSchedule
+        return c
     }
 
     /// Parameters (weights) of the model this config describes.
     public var parameterCount: Int {
         let temporalLayer = 4 * dim * dim + 2 * hidden * dim + dim * hidden + 2 * dim
-        let depLayer = depQ * (4 * depformerDim * depformerDim + 3 * depformerHidden * depformerDim) + 2 * depformerDim
+        let depLayer = depformerWeightSets * (4 * depformerDim * depformerDim + 3 * depformerHidden * depformerDim) + 2 * depformerDim
         let conditioner = conditioning.map { ($0.bins + 1) * $0.dim + dim * $0.dim + dim } ?? 0
         let depformer = depQ == 0 ? 0 :
-            (depformerMultiLinear ? depQ : 1) * depformerDim * dim + (textCard + 1) * depformerDim
+            (depformerMultiLinear ? depformerWeightSets : 1) * depformerDim * dim + (textCard + 1) * depformerDim
             + (depQ - 1) * (card + 1) * depformerDim + depformerNumLayers * depLayer + depQ * card * depformerDim
         return (textCard + 1) * dim + nQ * (card + 1) * dim + numLayers * temporalLayer + dim + textCardOut * dim
             + depformer + extraHeadsNumHeads * extraHeadsDim * dim + conditioner
@@ -193,6 +202,18 @@ public struct LMConfig: Sendable, Equatable {
         }
         guard depformerNumLayers > 0 else { throw fail("depformer_num_layers", "must be positive") }
         guard depformerDimFeedforward > 0 else { throw fail("depformer_dim_feedforward", "must be positive") }
+        if let schedule = depformerWeightsSchedule {
+            guard schedule.count == depQ else {
+                throw fail("depformer_weights_per_step_schedule", "has \(schedule.count) entries, expected dep_q = \(depQ)")
+            }
+            if let bad = schedule.first(where: { $0 < 0 || $0 >= depQ }) {
+                throw fail("depformer_weights_per_step_schedule", "weight set \(bad) is outside 0..<dep_q")
+            }
+            let sets = Set(schedule)
+            guard sets == Set(0..<sets.count) else {
+                throw fail("depformer_weights_per_step_schedule", "\(schedule) leaves weight sets unused (expected every set 0…\(sets.count - 1))")
+            }
+        }
         guard (0..<textCard).contains(textPaddingId) else {
             throw fail("existing_text_padding_id", "\(textPaddingId) is not a text token (0..<\(textCard))")
         }

@@ -81,7 +81,7 @@ extension LMConfig {
         try reader.expect("depformer_pos_emb", oneOf: ["none"], why: "the depformer has no positional embedding")
         try reader.expect("depformer_weights_per_step", equals: true,
                           why: "the depformer needs per-step weights (Kyutai cannot stream it otherwise either)")
-        try reader.expectNull("depformer_weights_per_step_schedule", why: "weight sharing across depth steps is not implemented")
+        depformerWeightsSchedule = try reader.intArray("depformer_weights_per_step_schedule")
         try reader.expectNull("depformer_low_rank_embeddings", why: "low-rank depformer embeddings are not implemented")
         try reader.expectNull("depformer_norm", why: "depformer output norms are not implemented")
         try reader.expect("kv_repeat", equals: 1, why: "grouped-query attention is not implemented")
@@ -280,6 +280,7 @@ extension LMConfig {
             "depformer_dim": depformerDim, "depformer_dim_feedforward": depformerDimFeedforward,
             "depformer_num_heads": depformerNumHeads, "depformer_num_layers": depformerNumLayers,
             "depformer_multi_linear": depformerMultiLinear, "delays": delays,
+            "depformer_weights_per_step_schedule": depformerWeightsSchedule.map { $0 as Any } ?? NSNull(),
             "extra_heads_num_heads": extraHeadsNumHeads, "extra_heads_dim": extraHeadsDim, "model_type": kind.rawValue,
         ]
         if kind == .stt {

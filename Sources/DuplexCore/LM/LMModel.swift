@@ -272,8 +272,9 @@ extension TransformerLayer {
     /// This layer's matrices (all weight sets).
     var matrices: [WeightMatrix] { attention.inProjs + attention.outProjs + ffnIn + ffnOut }
 
-    /// The matrices of its first `sets` weight sets (what a depformer running fewer steps reads).
-    func matrices(sets: Int) -> [WeightMatrix] {
-        Array(attention.inProjs.prefix(sets)) + attention.outProjs.prefix(sets) + ffnIn.prefix(sets) + ffnOut.prefix(sets)
+    /// The matrices of weight set `set` (what one depth step reads).
+    func matrices(set: Int) -> [WeightMatrix] {
+        func pick(_ m: [WeightMatrix]) -> WeightMatrix { m[min(set, m.count - 1)] }
+        return [pick(attention.inProjs), pick(attention.outProjs), pick(ffnIn), pick(ffnOut)]
     }
 }

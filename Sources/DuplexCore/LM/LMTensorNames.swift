@@ -51,8 +51,9 @@ public enum LMTensorNames {
     private static func depformerSpecs(_ c: LMConfig) -> [TensorSpec] {
         let dd = c.depformerDim
         var s: [TensorSpec] = []
-        for k in 0..<(c.depformerMultiLinear ? c.depQ : 1) {
-            let which = c.depformerMultiLinear ? "depth step \(k)" : "every depth step"
+        for k in 0..<(c.depformerMultiLinear ? c.depformerWeightSets : 1) {
+            let which = !c.depformerMultiLinear ? "every depth step"
+                : c.depformerWeightsSchedule == nil ? "depth step \(k)" : "weight set \(k) (the schedule's depth steps)"
             s.append(TensorSpec(depformerIn(k), [dd, c.dim], .matrix, role: "depformer input projection of \(which)"))
         }
         s.append(TensorSpec(depformerTextEmb, [c.textCard + 1, dd], .embedding, role: "depformer text token embedding (depth step 0)"))

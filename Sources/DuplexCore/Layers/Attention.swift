@@ -12,6 +12,8 @@ public final class StreamingAttention: Sendable {
     public let headDim: Int
     /// Mask window: query − key < context (nil = unlimited).
     public let context: Int?
+    /// Which weight set each step uses when steps share them (nil: step k uses set k).
+    let weightSchedule: [Int]?
     /// Ring capacity (the context, or the number of per-step weight sets).
     public let capacity: Int
     public let rope: RoPE?
@@ -63,13 +65,13 @@ public final class StreamingAttention: Sendable {
     /// Loads `in_proj_weight` [steps·3·dim, dim] and `out_proj.weight` [steps·dim, dim] under `prefix`
     /// (the names Kyutai's files use; stacked step-major when `weightsPerStep` > 1).
     public convenience init(store: WeightStore, prefix: String, dim: Int, numHeads: Int, context: Int?,
-                            ropeMaxPeriod: Float?, weightsPerStep: Int = 1) {
+                            ropeMaxPeriod: Float?, weightsPerStep: Int = 1, weightSchedule: [Int]? = nil) {
         self.init(store: store, names: AttentionTensorNames(prefix), dim: dim, numHeads: numHeads, context: context,
-                  ropeMaxPeriod: ropeMaxPeriod, weightsPerStep: weightsPerStep)
+                  ropeMaxPeriod: ropeMaxPeriod, weightsPerStep: weightsPerStep, weightSchedule: weightSchedule)
     }
 
     public init(store: WeightStore, names: AttentionTensorNames, dim: Int, numHeads: Int, context: Int?,
-                ropeMaxPeriod: Float?, weightsPerStep: Int = 1) {
+                ropeMaxPeriod: Float?, weightsPerStep: Int = 1, weightSchedule: [Int]? = nil) {
         precondition(dim % numHeads == 0, "dim \(dim) not divisible by \(numHeads) heads")
         self.dim = dim
         self.numHeads = numHeads
@@ -77,10 +79,17 @@ public final class StreamingAttention: Sendable {
         self.context = context
         capacity = context ?? weightsPerStep
         rope = ropeMaxPeriod.map { RoPE(headDim: dim / numHeads, maxPeriod: $0) }
-        let steps = max(1, weightsPerStep)
+        self.weightSchedule = weightSchedule
+        let steps = weightSchedule.map { ($0.max() ?? 0) + 1 } ?? max(1, weightsPerStep)
         // Per-step sets: views of one stacked tensor (Kyutai's files) or of separate ones (candle, MLX).
         inProjs = store.matrices(names.inProj, shape: [steps * 3 * dim, dim], parts: steps)
         outProjs = store.matrices(names.outProj, shape: [steps * dim, dim], parts: steps)
+    }
+
+    /// The weight set of step `step` (steps past the last set keep using it).
+    func weightSet(_ step: Int) -> Int {
+        if let weightSchedule { return weightSchedule[min(step, weightSchedule.count - 1)] }
+        return min(step, inProjs.count - 1)
     }
 
     /// A fresh stream whose KV ring stores `kvCache` (f32 unless asked: Mimi keeps f32; the LM
@@ -100,7 +109,7 @@ public final class StreamingAttention: Sendable {
             // Projections: one weight set → one call over all steps; per-step sets → one each.
             if perStep {
                 for t in 0..<steps {
-                    inProjs[min(start + t, inProjs.count - 1)].apply(x + t * d, into: qkv + t * 3 * d)
+                    inProjs[weightSet(start + t)].apply(x + t * d, into: qkv + t * 3 * d)
                 }
             } else {
                 inProjs[0].apply(rows: x, steps: steps, into: qkv)
@@ -140,7 +149,7 @@ public final class StreamingAttention: Sendable {
                 let attended = attendedBuf.baseAddress!
                 if perStep {
                     for t in 0..<steps {
-                        outProjs[min(start + t, outProjs.count - 1)].apply(attended + t * d, into: output + t * d)
+                        outProjs[weightSet(start + t)].apply(attended + t * d, into: output + t * d)
                     }
                 } else {
                     outProjs[0].apply(rows: attended, steps: steps, into: output)

@@ -22,6 +22,18 @@ public struct TransformerConfig: Sendable, Equatable {
     public var ropeMaxPeriod: Float?
     /// 1, or the number of per-step weight sets (the depformer's depth steps).
     public var weightsPerStep: Int
+    /// Kyutai's `weights_per_step_schedule`: step k uses weight set schedule[k], so steps may
+    /// share a set (Hibiki 2B's depformer); nil = one set per step.
+    public var weightSchedule: [Int]?
+
+    /// Weight sets stored (fewer than the steps when a schedule shares them).
+    public var weightSets: Int { weightSchedule.map { ($0.max() ?? 0) + 1 } ?? max(1, weightsPerStep) }
+
+    /// The weight set step `step` uses, of `count` stored.
+    public func weightSet(step: Int, count: Int) -> Int {
+        if let weightSchedule { return weightSchedule[min(step, weightSchedule.count - 1)] }
+        return min(step, count - 1)
+    }
 
     public init(dim: Int, numHeads: Int, numLayers: Int, feedForward: FeedForward, norm: Norm.Kind,
                 layerScale: Bool, context: Int?, ropeMaxPeriod: Float?, weightsPerStep: Int = 1) {
@@ -64,7 +76,8 @@ public final class TransformerLayer: Sendable {
         norm1 = Norm(store: store, names: n.norm1, kind: c.norm, dim: c.dim)
         norm2 = Norm(store: store, names: n.norm2, kind: c.norm, dim: c.dim)
         attention = StreamingAttention(store: store, names: n.attention, dim: c.dim, numHeads: c.numHeads,
-                                       context: c.context, ropeMaxPeriod: c.ropeMaxPeriod, weightsPerStep: c.weightsPerStep)
+                                       context: c.context, ropeMaxPeriod: c.ropeMaxPeriod, weightsPerStep: c.weightsPerStep,
+                                       weightSchedule: c.weightSchedule)
         switch c.feedForward {
         case .gelu(let hidden):
             ffnIn = [store.matrix(n.linear1, shape: [hidden, c.dim])]
@@ -137,7 +150,7 @@ public final class TransformerLayer: Sendable {
                 ffnOut[0].apply(rows: inner, steps: steps, into: update)
             case .siluGated:
                 for t in 0..<steps {
-                    let set = min(start + t, ffnIn.count - 1)
+                    let set = config.weightSet(step: start + t, count: ffnIn.count)
                     let row = inner + t * 2 * h
                     if ffnIn.count == 1 && steps > 1 {
                         if t == 0 { ffnIn[0].apply(rows: normed, steps: steps, into: inner) }

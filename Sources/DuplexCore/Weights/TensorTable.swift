@@ -258,11 +258,11 @@ public struct TransformerLayerTensorNames: Sendable, Equatable {
     public var layerScale2: String { prefix + "layer_scale_2.scale" }
 
     /// The gating sets of a config: one unnamed set, or one per step.
-    static func gatingSets(_ c: TransformerConfig) -> [Int?] { c.weightsPerStep > 1 ? (0..<c.weightsPerStep).map { $0 } : [nil] }
+    static func gatingSets(_ c: TransformerConfig) -> [Int?] { c.weightsPerStep > 1 ? (0..<c.weightSets).map { $0 } : [nil] }
 
     func specs(_ c: TransformerConfig, role: String) -> [TensorSpec] {
-        let d = c.dim, steps = max(1, c.weightsPerStep)
-        let perStep = steps > 1 ? ", \(steps) depth steps stacked step-major" : ""
+        let d = c.dim, steps = c.weightSets
+        let perStep = steps > 1 ? ", \(steps) depth-step weight sets stacked step-major" : ""
         var s = norm1.specs(c.norm, dim: d, role: role + " pre-attention norm")
         s += norm2.specs(c.norm, dim: d, role: role + " pre-FFN norm")
         s.append(TensorSpec(attention.inProj, [steps * 3 * d, d], .matrix, role: role + " attention in-projection (q,k,v stacked\(perStep))"))
