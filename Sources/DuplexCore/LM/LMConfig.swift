@@ -187,7 +187,7 @@ public struct LMConfig: Sendable, Equatable {
             throw fail("conditioners", "missing: Hibiki is conditioned on a `description` LUT (conditioners + fuser.sum)")
         }
         if let conditioning {
-            guard conditioning.bins >= conditioning.values.count, conditioning.dim > 0, !conditioning.values.isEmpty else {
+            guard conditioning.bins >= conditioning.values.count, conditioning.dim > 0, conditioning.bins > 0 else {
                 throw fail("conditioners", "\(conditioning.name): n_bins \(conditioning.bins) must hold its \(conditioning.values.count) values")
             }
         }
@@ -240,6 +240,8 @@ public struct LUTConditioning: Sendable, Equatable {
     public var name: String
     public var bins: Int
     public var dim: Int
+    /// The LUT's `possible_values` (row i = value i); empty when the config lists none, and then
+    /// a value's row is Kyutai's hash trick, sha256(value) mod n_bins (`NoopTokenizer`).
     public var values: [String]
     /// The value a generation is conditioned on, and the one classifier-free guidance pushes away
     /// from (Kyutai's run_inference: "very_good" and "very_bad").
@@ -251,6 +253,19 @@ public struct LUTConditioning: Sendable, Equatable {
         self.bins = bins
         self.dim = dim
         self.values = values
+    }
+
+    /// The values a generation can be conditioned on: the listed ones, else the two Kyutai's
+    /// inference uses.
+    public var usableValues: [String] { values.isEmpty ? [conditioned, unconditioned] : values }
+
+    /// The embedding row of `value` (nil when a listed LUT does not list it).
+    public func row(of value: String) -> Int? {
+        if !values.isEmpty { return values.firstIndex(of: value) }
+        // Python's int(hexdigest, 16) % n_bins, one hex digit at a time.
+        var remainder = 0
+        for digit in FileHash.sha256(of: Array(value.utf8)) { remainder = (remainder * 16 + (digit.hexDigitValue ?? 0)) % bins }
+        return remainder
     }
 }
 

@@ -164,11 +164,18 @@ extension LMConfig {
         if let tokenizer = try reader.string("tokenizer"), tokenizer != "noop" {
             throw fail("conditioners", "\(name).lut.tokenizer \"\(tokenizer)\" is not supported (only \"noop\")")
         }
-        guard let values = lut["possible_values"] as? [String], !values.isEmpty else {
-            throw fail("conditioners", "\(name).lut.possible_values: expected the list of values (hashed values are not supported)")
+        // Without possible_values a value's row is its hash (Kyutai's NoopTokenizer): configs/moshi_dev_2b.json.
+        let values: [String]
+        if let raw = lut["possible_values"], !(raw is NSNull) {
+            guard let listed = raw as? [String], !listed.isEmpty else {
+                throw fail("conditioners", "\(name).lut.possible_values: expected a non-empty list of strings")
+            }
+            values = listed
+        } else {
+            values = []
         }
         let c = LUTConditioning(name: name, bins: bins, dim: dim, values: values)
-        for v in [c.conditioned, c.unconditioned] where !values.contains(v) {
+        for v in [c.conditioned, c.unconditioned] where !values.isEmpty && !values.contains(v) {
             throw fail("conditioners", "\(name).lut.possible_values lacks \"\(v)\", which Kyutai's inference conditions on")
         }
         return c
@@ -287,8 +294,9 @@ extension LMConfig {
             object["stt_config"] = ["audio_delay_seconds": sttAudioDelaySeconds, "audio_silence_prefix_seconds": sttSilencePrefixSeconds]
         }
         if let c = conditioning {
-            object["conditioners"] = [c.name: ["type": "lut", "lut": ["n_bins": c.bins, "dim": c.dim, "tokenizer": "noop",
-                                                                      "possible_values": c.values]]]
+            var lut: [String: Any] = ["n_bins": c.bins, "dim": c.dim, "tokenizer": "noop"]
+            if !c.values.isEmpty { lut["possible_values"] = c.values }
+            object["conditioners"] = [c.name: ["type": "lut", "lut": lut]]
             object["fuser"] = ["sum": [c.name]]
         }
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)

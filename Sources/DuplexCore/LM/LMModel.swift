@@ -69,11 +69,13 @@ public final class LMModel: Sendable {
             let embed = store.matrix(n.embed, shape: [lut.bins + 1, lut.dim])
             let project = store.matrix(n.outputProj, shape: [c.dim, lut.dim])
             _ = store.tensor(n.learntPadding, shape: [1, 1, c.dim])
-            var vectors = [Float](repeating: 0, count: lut.values.count * c.dim)
+            let usable = lut.usableValues
+            var vectors = [Float](repeating: 0, count: usable.count * c.dim)
             var row = [Float](repeating: 0, count: lut.dim)
             if embed.rows == lut.bins + 1, project.rows == c.dim {   // else the store has recorded the problem
-                for v in lut.values.indices {
-                    row.withUnsafeMutableBufferPointer { embed.copyRow(v, into: $0.baseAddress!) }
+                for (v, value) in usable.enumerated() {
+                    guard let r = lut.row(of: value) else { continue }
+                    row.withUnsafeMutableBufferPointer { embed.copyRow(r, into: $0.baseAddress!) }
                     vectors.withUnsafeMutableBufferPointer { project.apply(row, into: $0.baseAddress! + v * c.dim) }
                 }
             }
@@ -84,7 +86,7 @@ public final class LMModel: Sendable {
     }
 
     /// The index of a conditioning value (Hibiki's "very_good", …), nil when the model has none or lacks it.
-    public func conditionIndex(_ value: String) -> Int? { config.conditioning?.values.firstIndex(of: value) }
+    public func conditionIndex(_ value: String) -> Int? { config.conditioning?.usableValues.firstIndex(of: value) }
 
     /// Loads an LM checkpoint strictly: every tensor the config implies must be there with its
     /// shape, and nothing else may be. Kyutai's PyTorch safetensors, candle's GGUF
