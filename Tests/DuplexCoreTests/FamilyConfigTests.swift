@@ -101,3 +101,30 @@ final class ForeignLayoutTests: XCTestCase {
         XCTAssertNil(ForeignLayout.detect(names: ["encoder.model.0.conv.conv.weight", "quantizer.rvq_first.vq.layers.0._codebook.embedding_sum"]))
     }
 }
+
+/// Kyutai's configs/moshi_dev_2b.json (Hibiki 2B) as published: its LUT lists no values, so a
+/// value's row is the hash trick of Kyutai's NoopTokenizer.
+final class HibikiTwoBConfigTests: XCTestCase {
+    func testMoshiDev2BConfigParsesAndHashesItsConditionValues() throws {
+        let json = #"""
+        {"dim": 2560, "text_card": 48000, "existing_text_padding_id": 3, "n_q": 32, "dep_q": 16, "card": 2048, "num_heads": 20,
+         "num_layers": 24, "hidden_scale": 4.125, "causal": true, "layer_scale": null, "context": 3000, "max_period": 100000,
+         "gating": "silu", "norm": "rms_norm_f32", "positional_embedding": "rope", "depformer_dim": 1024, "depformer_dim_feedforward": 4224,
+         "depformer_num_heads": 16, "depformer_num_layers": 6, "depformer_causal": true, "depformer_layer_scale": null,
+         "depformer_multi_linear": true, "depformer_context": 16, "depformer_max_period": 10000, "depformer_gating": "silu",
+         "depformer_pos_emb": "none", "depformer_weights_per_step": true,
+         "delays": [0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2],
+         "conditioners": {"description": {"type": "lut", "lut": {"n_bins": 31, "dim": 16}}}, "fuser": {"sum": ["description"]},
+         "model_type": "hibiki"}
+        """#
+        let c = try LMConfig(kyutaiConfigJSON: Data(json.utf8))
+        let lut = try XCTUnwrap(c.conditioning)
+        XCTAssertEqual(lut.values, [])
+        // Python: int(hashlib.sha256(b"very_good").hexdigest(), 16) % 31 == 15, "very_bad" → 6.
+        XCTAssertEqual(lut.row(of: "very_good"), 15)
+        XCTAssertEqual(lut.row(of: "very_bad"), 6)
+        XCTAssertEqual(lut.usableValues, ["very_good", "very_bad"])
+        XCTAssertEqual(c.userStreams, 16)
+        XCTAssertEqual(try LMConfig(kyutaiJSON: c.kyutaiConfigJSON, source: "round trip"), c)
+    }
+}
