@@ -34,5 +34,11 @@ final class KnownFilesTests: XCTestCase {
         XCTAssertNil(KnownFile.identify(sha256: "09b782f0" + String(repeating: "0", count: 56), size: 1), "a size that does not fit")
         XCTAssertNil(KnownFile.identify(sha256: String(repeating: "f", count: 64), size: 10))
         XCTAssertEqual(Set(KnownFile.table.map(\.sha256Prefix)).count, KnownFile.table.count)
+        // The family the issue names: Moshi, PersonaPlex, STT, Hibiki, the tokenizers.
+        let hibiki = KnownFile.identify(sha256: "c22110fb855aa049e17346ea2e88355bdd664f06cbfd09948380ab5e85b39697", size: 857_314)
+        XCTAssertEqual(hibiki?.name, "tokenizer_spm_48k_multi6_2.model")
+        for repo in ["moshiko", "moshika", "personaplex", "stt-2.6b", "stt-1b", "hibiki"] {
+            XCTAssertTrue(KnownFile.table.contains { $0.repo.contains(repo) }, repo)
+        }
     }
 }

@@ -3,7 +3,8 @@ import Foundation
 /// Files of Kyutai's (and NVIDIA's) released repos, known by SHA-256 (the leading 32 bits, as
 /// third-party installers pin them; with the byte size where it is known), so `duplex info` can
 /// say which release a file is — and tell apart files with the same names and sizes but other
-/// weights (the two Mimis). Sources: shared/reference/checkpoint-compat.md.
+/// weights (the two Mimis). Sources: shared/reference/checkpoint-compat.md; Hibiki's two files from
+/// third-party integrity pins (full SHA-256 and size; they agree with the compat notes' sizes).
 public struct KnownFile: Sendable, Equatable {
     public let sha256Prefix: String
     public let size: Int?
@@ -31,6 +32,10 @@ public struct KnownFile: Sendable, Equatable {
                   what: "Kyutai STT 1B (English/French, with semantic-VAD heads)"),
         KnownFile(sha256Prefix: "cd87dd5d", size: 120_378, name: "tokenizer_en_fr_audio_8000.model", repo: "kyutai/stt-1b-en_fr, kyutai/tts-1.6b-en_fr",
                   what: "STT/TTS en/fr text tokenizer (8k)"),
+        KnownFile(sha256Prefix: "2d1baa58", size: 3_600_043_224, name: "hibiki-mlx-dc2cf5a5@80.safetensors", repo: "kyutai/hibiki-1b-mlx-bf16",
+                  what: "Hibiki 1B LM for MLX, bf16 (fr→en translation; pairs with Mimi dbaa9758)"),
+        KnownFile(sha256Prefix: "c22110fb", size: 857_314, name: "tokenizer_spm_48k_multi6_2.model", repo: "Kyutai's Hibiki repos",
+                  what: "Hibiki's multilingual SentencePiece tokenizer (48k)"),
         KnownFile(sha256Prefix: "726ddadd", size: 3_683_719_712, name: "dsm_tts_1e68beda@240.safetensors", repo: "kyutai/tts-1.6b-en_fr (rev f6543960)",
                   what: "Kyutai TTS 1.6B (text-to-speech, not a duplex model)"),
     ]
