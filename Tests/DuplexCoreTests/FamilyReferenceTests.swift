@@ -72,7 +72,10 @@ final class FamilyReferenceTests: XCTestCase {
 
     // MARK: Hibiki (LUT conditioning, text_emb hack, classifier-free guidance)
 
-    private func runHibiki(_ f: Fixture, cfg: Float, prefix: String) throws {
+    /// Greedy frames and every call's text and depth logits against a Hibiki-shaped fixture's run
+    /// (`prefix` "cfg_" for its CFG run).
+    static func checkHibiki(_ f: Fixture, cfg: Float, prefix: String, expectEOS: Bool = true,
+                            file: StaticString = #filePath, line: UInt = #line) throws {
         let c = f.config
         var sampling = SamplingParameters.greedy
         sampling.cfgCoefficient = cfg
@@ -93,24 +96,25 @@ final class FamilyReferenceTests: XCTestCase {
             assertClose(state.model.depformer.logits, Array(depthLogits[(t * n)..<((t + 1) * n)]),
                         relL2: 1e-4, "cfg \(cfg): depth logits, call \(t)")
         }
-        XCTAssertEqual(frames.count, returned.count, "cfg \(cfg): frames returned (the first two calls return none)")
+        XCTAssertEqual(frames.count, returned.count, "cfg \(cfg): frames returned (the first two calls return none)", file: file, line: line)
         let mismatches = zip(frames, returned).enumerated().filter { $0.element.0 != $0.element.1 }
         XCTAssertTrue(mismatches.isEmpty, "cfg \(cfg): Hibiki frames differ from Kyutai's: "
-                      + mismatches.prefix(3).map { "frame \($0.offset): \($0.element.0) vs \($0.element.1)" }.joined(separator: "; "))
-        XCTAssertTrue(sawEOS, "the fixture must exercise the EOS → PAD embedding rule")
+                      + mismatches.prefix(3).map { "frame \($0.offset): \($0.element.0) vs \($0.element.1)" }.joined(separator: "; "),
+                      file: file, line: line)
+        if expectEOS { XCTAssertTrue(sawEOS, "the fixture must exercise the EOS → PAD embedding rule", file: file, line: line) }
     }
 
     func testHibikiMatchesKyutaiWithoutGuidance() throws {
         let f = try Self.load("hibiki_tiny")
         XCTAssertEqual(f.config.kind, .hibiki)
         XCTAssertEqual(f.config.conditioning?.values, ["very_bad", "bad", "neutral", "good", "very_good"])
-        try runHibiki(f, cfg: 1, prefix: "")
+        try Self.checkHibiki(f, cfg: 1, prefix: "")
     }
 
     func testHibikiMatchesKyutaiWithClassifierFreeGuidance() throws {
         let f = try Self.load("hibiki_tiny")
         XCTAssertEqual(f.file.metadata["cfg_coef"], "3.0")
-        try runHibiki(f, cfg: 3, prefix: "cfg_")
+        try Self.checkHibiki(f, cfg: 3, prefix: "cfg_")
     }
 
     func testHibikiConditionVectorsAreKyutais() throws {
@@ -154,25 +158,8 @@ final class WeightScheduleReferenceTests: XCTestCase {
         XCTAssertEqual(c.depformerWeightSets, 9)
         XCTAssertEqual(c.userStreams, 16)
         XCTAssertGreaterThanOrEqual(f.user.count, 3 * c.context)
-        for (cfg, prefix) in [(Float(1), ""), (3, "cfg_")] {
-            var sampling = SamplingParameters.greedy
-            sampling.cfgCoefficient = cfg
-            let returned = try f.rows("fixture.\(prefix)returned")
-            let textLogits = try f.floats("fixture.\(prefix)text_logits")
-            let depthLogits = try f.floats("fixture.\(prefix)depth_logits")
-            let gen = LMGen(model: f.model, sampling: sampling)
-            var state = gen.makeState(kvCache: .f32)
-            var frames: [[Int32]] = []
-            for (t, codes) in f.user.enumerated() {
-                if let out = try gen.step(userCodes: codes, state: &state) { frames.append(out) }
-                assertClose(state.model.textLogits, Array(textLogits[(t * c.textCard)..<((t + 1) * c.textCard)]), relL2: 1e-4,
-                            "cfg \(cfg): text logits, call \(t)")
-                let n = c.depQ * c.card
-                assertClose(state.model.depformer.logits, Array(depthLogits[(t * n)..<((t + 1) * n)]), relL2: 1e-4,
-                            "cfg \(cfg): depth logits, call \(t)")
-            }
-            XCTAssertEqual(frames, returned, "cfg \(cfg): frames")
-        }
+        try FamilyReferenceTests.checkHibiki(f, cfg: 1, prefix: "", expectEOS: false)
+        try FamilyReferenceTests.checkHibiki(f, cfg: 3, prefix: "cfg_", expectEOS: false)
     }
 
     func testABadScheduleIsRefusedByKey() {
