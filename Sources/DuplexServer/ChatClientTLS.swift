@@ -63,16 +63,17 @@ private final class ClientTLSFailure: ChannelInboundHandler {
     }
 
     static func explain(_ error: any Error, host: String, port: Int) -> String {
-        let text = "\(error)"
+        let text = tlsReason(error)
         if let extra = error as? NIOSSLExtraError, extra == .failedToValidateHostname {
             return "TLS with \(host):\(port) failed: the server's certificate is not for \(host) (\(text))"
         }
         if text.contains("CERTIFICATE_VERIFY_FAILED") {
-            return "TLS with \(host):\(port) failed: the server's certificate is not trusted (\(text)). "
+            return "TLS with \(host):\(port) failed: the server's certificate is not trusted (\(text), checked against "
+                + "the system's trust store or the given certificates). "
                 + "A self-signed server (duplex serve --tls-self-signed) prints its SHA-256 fingerprint: compare it, then add --insecure"
         }
-        if text.contains("WRONG_VERSION_NUMBER") || text.contains("PACKET_LENGTH_TOO_LONG") {
-            return "TLS with \(host):\(port) failed: the server does not speak TLS there (use ws://) (\(text))"
+        if text.contains("not a TLS handshake") {
+            return "TLS with \(host):\(port) failed: the server does not speak TLS there (use ws://): \(text)"
         }
         return "TLS with \(host):\(port) failed: \(text)"
     }

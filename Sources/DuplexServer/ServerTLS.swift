@@ -179,7 +179,9 @@ extension ChatServer {
     /// plain text; anything that is not a TLS record is closed), NIOSSL's server handler, and a
     /// handler that logs a failed handshake once and closes the connection.
     static func addTLSHandlers(_ tls: ServerTLS, to channel: any Channel, log: @escaping @Sendable (String) -> Void) throws {
-        let peer = channel.remoteAddress.map { "\($0)" } ?? "a client"
+        let peer = channel.remoteAddress.map { address in
+            address.ipAddress.map { ip in (ip.contains(":") ? "[\(ip)]" : ip) + ":\(address.port ?? 0)" } ?? "\(address)"
+        } ?? "a client"
         let sync = channel.pipeline.syncOperations
         let state = TLSConnectionLog(peer: peer, log: log)
         try sync.addHandler(TLSRecordCheck(state))
@@ -270,8 +272,31 @@ final class TLSFailureLog: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         guard error is NIOSSLError || error is BoringSSLError else { return context.fireErrorCaught(error) }
         if case .uncleanShutdown? = error as? NIOSSLError {} else if state.sawTLSRecord {
-            state.log("duplex serve: TLS with \(state.peer) failed: \(error): closed")
+            state.log("duplex serve: TLS with \(state.peer) failed: \(tlsReason(error)): closed")
         }
         context.close(promise: nil)
+    }
+}
+
+/// BoringSSL's reason for a TLS error (`CERTIFICATE_VERIFY_FAILED`, `TLSV1_ALERT_UNKNOWN_CA`, …)
+/// with what it means where that is not obvious, rather than its whole error stack.
+func tlsReason(_ error: any Error) -> String {
+    let text = "\(error)"
+    let reasons = text.components(separatedBy: "OPENSSL_internal:").dropFirst().compactMap { part in
+        part.split(whereSeparator: { !($0.isLetter || $0.isNumber || $0 == "_") }).first.map(String.init)
+    }
+    guard let reason = reasons.last else {
+        if text.contains("EOF during handshake") { return "the peer closed the connection during the handshake" }
+        return text
+    }
+    switch reason {
+    case "TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_BAD_CERTIFICATE", "SSLV3_ALERT_CERTIFICATE_UNKNOWN":
+        return "\(reason) (the client does not trust this certificate)"
+    case "WRONG_VERSION_NUMBER", "HTTP_REQUEST", "PACKET_LENGTH_TOO_LONG", "EXCESSIVE_MESSAGE_SIZE":
+        return "\(reason) (not a TLS handshake)"
+    case "NO_SHARED_CIPHER", "UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_VERSION":
+        return "\(reason) (no TLS version or cipher in common)"
+    default:
+        return reason
     }
 }

@@ -127,6 +127,13 @@ public enum StaticSite: Sendable, Equatable {
 }
 
 extension HTTPRoutes {
+    /// A request NIO cannot parse (a NUL in the path, a target without a leading /) has had its
+    /// 400 from HTTPServerProtocolErrorHandler; close instead of waiting for the client to.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is HTTPParserError { context.close(promise: nil) }
+        context.fireErrorCaught(error)
+    }
+
     /// Answers a GET or HEAD from the static site; false when it has nothing for this path (the
     /// caller sends its 404). Other methods get 405.
     func serveStatic(_ head: HTTPRequestHead, site: StaticSite, context: ChannelHandlerContext) -> Bool {
