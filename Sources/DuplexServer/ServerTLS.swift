@@ -143,7 +143,8 @@ public struct ServerTLS: Sendable {
         if wildcard {
             names.append(ProcessInfo.processInfo.hostName)
             for device in (try? System.enumerateDevices()) ?? [] {
-                if let ip = device.address?.ipAddress { names.append(ip.split(separator: "%").first.map(String.init) ?? ip) }
+                // Link-local IPv6 (fe80::) needs a zone a URL cannot carry: no one reaches the server by it.
+                if let ip = device.address?.ipAddress, !ip.lowercased().hasPrefix("fe80") { names.append(ip) }
             }
         }
         return names
