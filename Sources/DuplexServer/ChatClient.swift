@@ -41,9 +41,10 @@ public final class ChatClient: @unchecked Sendable {
     /// path (default `/api/chat`, as Kyutai's client appends); sampling parameters and the token
     /// travel as query parameters, the way Kyutai's web client sends them.
     public static func connect(url: String, parameters: SessionParameters = SessionParameters(), token: String? = nil,
-                               events: Events, timeout: TimeAmount = .seconds(30),
+                               tls: ClientTLS = ClientTLS(), events: Events, timeout: TimeAmount = .seconds(30),
                                group: (any EventLoopGroup)? = nil) async throws -> ChatClient {
         let target = try Target(url: url, parameters: parameters, token: token)
+        let sslContext = target.tls ? try tls.makeContext() : nil
         let ownsGroup = group == nil
         let group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: 1)
         do {
@@ -60,6 +61,9 @@ public final class ChatClient: @unchecked Sendable {
                         }
                     }
                     return channel.eventLoop.makeCompletedFuture {
+                        if let sslContext {
+                            try addTLSHandlers(context: sslContext, host: target.host, port: target.port, to: channel, failed: handshake)
+                        }
                         let request = UpgradeRequest(target: target, failed: handshake)
                         // The server's first messages can share a read with its 101 response:
                         // forward those bytes to the websocket decoder instead of dropping them.
@@ -143,14 +147,17 @@ private struct Target: Sendable {
     var host: String
     var port: Int
     var uri: String
+    /// wss:// (or https://).
+    var tls: Bool
 
     init(url: String, parameters: SessionParameters, token: String?) throws {
         guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased() else {
-            throw ChatServerError("not a websocket URL: \(url) (expected ws://HOST:PORT)")
+            throw ChatServerError("not a websocket URL: \(url) (expected ws://HOST:PORT or wss://HOST:PORT)")
         }
-        guard scheme == "ws" || scheme == "http" else {
-            throw ChatServerError("\(scheme):// is not supported (no TLS here): use ws://HOST:PORT, e.g. behind a TLS-terminating proxy")
+        guard ["ws", "http", "wss", "https"].contains(scheme) else {
+            throw ChatServerError("\(scheme):// is not supported: use ws://HOST:PORT or wss://HOST:PORT")
         }
+        tls = scheme == "wss" || scheme == "https"
         guard let host = components.host, !host.isEmpty else { throw ChatServerError("no host in \(url)") }
         self.host = host
         port = components.port ?? 8998

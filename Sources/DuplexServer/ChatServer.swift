@@ -43,6 +43,12 @@ public final class ChatServer: Sendable {
             get { workerLimits.maxInboxBytes }
             set { workerLimits.maxInboxBytes = newValue }
         }
+        /// TLS in front of everything (`--tls-cert/--tls-key`, `--tls-self-signed`); nil: plain TCP.
+        public var tls: ServerTLS?
+        /// What other paths answer with (ServerTLS.swift, StaticSite.swift).
+        public var staticSite = StaticSite.builtIn
+        /// One line per refused TLS connection (plain HTTP, garbage, a failed handshake).
+        public var log: @Sendable (String) -> Void = { _ in }
         public init() {}
     }
 
@@ -133,6 +139,7 @@ public final class ChatServer: Sendable {
                     }
                 })
             return channel.eventLoop.makeCompletedFuture {
+                if let tls = config.tls { try ChatServer.addTLSHandlers(tls, to: channel, log: config.log) }
                 try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                     withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
                         context.pipeline.syncOperations.removeHandler(name: HTTPRoutes.name, promise: nil)
@@ -144,7 +151,7 @@ public final class ChatServer: Sendable {
             let bound = try await bootstrap.bind(host: config.host, port: config.port).get()
             channel.withLockedValue { $0 = bound }
         } catch {
-            throw ChatServerError("cannot listen on \(config.host):\(config.port): \(error)")
+            throw ChatServer.bindFailure(error, host: config.host, port: config.port)
         }
     }
 
@@ -214,6 +221,7 @@ final class HTTPRoutes: ChannelInboundHandler, RemovableChannelHandler {
                 reply(context, .unauthorized, "a token is required: ?token=… or Authorization: Bearer …\n")
             }
         default:
+            if serveStatic(head, site: shared.configuration.staticSite, context: context) { return }
             reply(context, .notFound, "not found; endpoints: /api/chat (websocket), /healthz, /metrics\n")
         }
     }

@@ -20,14 +20,14 @@ public final class RemoteConversation: FrameProcessor, @unchecked Sendable {
     public init() {}
 
     /// Connects and starts the conversation (the handshake done).
-    public func connect(url: String, parameters: SessionParameters, token: String?) async throws {
+    public func connect(url: String, parameters: SessionParameters, token: String?, tls: ClientTLS = ClientTLS()) async throws {
         var events = ChatClient.Events()
         let incoming = self.incoming, inbox = self.inbox, status = self.status
         events.audio = { pcm in _ = pcm.withUnsafeBufferPointer { incoming.write($0.baseAddress!, count: $0.count) } }
         events.text = { inbox.push($0) }
         events.error = { message in status.error.withLock { $0 = $0 ?? message } }
         events.closed = { code in status.closeCode.store(Int(code ?? 0), ordering: .releasing) }
-        client = try await ChatClient.connect(url: url, parameters: parameters, token: token, events: events)
+        client = try await ChatClient.connect(url: url, parameters: parameters, token: token, tls: tls, events: events)
     }
 
     public func close() async { await client?.close() }

@@ -9,7 +9,8 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve Kyutai's chat protocol at ws://HOST:PORT/api/chat (Kyutai's clients work unchanged).",
         discussion: """
-            Endpoints: /api/chat (websocket), /healthz (JSON), /metrics (Prometheus). Each connection is its \
+            Endpoints: /api/chat (websocket), /healthz (JSON), /metrics (Prometheus), and a web page at / \
+            (--static). --tls-cert/--tls-key or --tls-self-signed serve https:// and wss:// instead. Each connection is its \
             own conversation over the one loaded model. Clients may choose text_temperature, text_topk, \
             audio_temperature, audio_topk, pad_mult, text_seed, audio_seed, repetition_penalty_context and \
             repetition_penalty as query parameters (as Kyutai's web client sends them); the options below \
@@ -45,6 +46,7 @@ struct Serve: AsyncParsableCommand {
             help: "PersonaPlex: where a client's voice_prompt=NAME is looked up (default: the model folder's voices/, as NVIDIA's voices.tgz unpacks).")
     var voicePromptDir: String?
 
+    @OptionGroup(title: "HTTPS and the web page") var web: ServeWebOptions
     @OptionGroup var runtime: LMRuntimeOptions
     @OptionGroup var compute: ComputeOptions
 
@@ -59,6 +61,11 @@ struct Serve: AsyncParsableCommand {
         compute.apply()
         let chatModel: ChatModel
         let engine: EngineModel
+        let (tls, site): (ServerTLS?, StaticSite)
+        do { (tls, site) = try web.load(host: host) } catch {
+            warn("duplex serve: \(error)")
+            throw ExitCode(2)
+        }
         do {
             engine = try model.load(runtime, sampling: sampling, persona: persona)
             if voicePromptDir != nil && engine.config.kind != .personaplex {
@@ -101,10 +108,18 @@ struct Serve: AsyncParsableCommand {
             warn(String(format: "duplex serve: %.1f ms per frame at a full %d-step context (%@ KV cache) → %d session%@ in real time (override with --max-sessions)",
                         estimate.frameSeconds * 1000, context, engine.kvCache.rawValue, estimate.sessions, estimate.sessions == 1 ? "" : "s"))
         }
+        config.tls = tls
+        config.staticSite = site
+        config.log = { warn($0) }
         let server = ChatServer(model: chatModel, configuration: config)
-        try await server.start()
+        do { try await server.start() } catch {
+            warn("duplex serve: \(error)")
+            throw ExitCode(2)
+        }
         let shownHost = host.contains(":") ? "[\(host)]" : host
-        warn("duplex serve: ws://\(shownHost):\(server.port ?? port)/api/chat — /healthz, /metrics; up to \(config.maxSessions) at once"
+        let (ws, http) = tls == nil ? ("ws", "http") : ("wss", "https")
+        let page = site == .none ? "" : ", the web page at \(http)://\(shownHost):\(server.port ?? port)/"
+        warn("duplex serve: \(ws)://\(shownHost):\(server.port ?? port)/api/chat — /healthz, /metrics\(page); up to \(config.maxSessions) at once"
              + (config.token == nil ? "" : ", token required"))
 
         // Ctrl-C / SIGTERM: stop listening, close the conversations, exit 0.

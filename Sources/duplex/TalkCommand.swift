@@ -32,11 +32,14 @@ struct Talk: AsyncParsableCommand {
     @Option(help: "Record the conversation as stereo WAV (user left, system right).")
     var record: String?
 
-    @Option(help: "Talk to a remote server instead of a local model: ws://HOST:PORT (path /api/chat by default).")
+    @Option(help: "Talk to a remote server instead of a local model: ws://HOST:PORT or wss://HOST:PORT (path /api/chat by default; wss:// checks the certificate against the system's trust store unless --insecure).")
     var connect: String?
 
     @Option(help: "Token for --connect (a server started with --token).")
     var token: String?
+
+    @Flag(help: "With --connect wss://…: accept the server's certificate unchecked (a self-signed duplex serve: compare the fingerprint it printed first). The connection is still encrypted.")
+    var insecure = false
 
     @Option(help: "Stop after this many seconds (default: until Ctrl-C or the end of --pipe's input).")
     var seconds: Double?
@@ -50,6 +53,9 @@ struct Talk: AsyncParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
+        if insecure && !(connect?.lowercased().hasPrefix("wss://") ?? false) && !(connect?.lowercased().hasPrefix("https://") ?? false) {
+            throw ValidationError("--insecure is for --connect wss://… (a TLS server)")
+        }
         if connect == nil && token != nil { throw ValidationError("--token is for --connect (a server started with --token); a local model needs none") }
         if connect != nil && model.given { throw ValidationError("--model runs a local model; with --connect the server's model answers: drop one of them") }
         if connect != nil && runtime.given { throw ValidationError("--kv-cache sets how a local model runs; with --connect the server's model answers") }
@@ -79,7 +85,7 @@ struct Talk: AsyncParsableCommand {
                                                audioTopK: p.topK, textSeed: p.seed, audioSeed: p.seed, voicePrompt: persona.voicePrompt,
                                                textPrompt: persona.textPrompt)
             do {
-                try await conversation.connect(url: connect, parameters: parameters, token: token)
+                try await conversation.connect(url: connect, parameters: parameters, token: token, tls: ClientTLS(verify: !insecure))
             } catch {
                 throw CLIError("cannot talk to \(connect): \(error)")
             }

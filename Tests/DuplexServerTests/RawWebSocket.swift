@@ -71,6 +71,19 @@ final class RawWebSocket: @unchecked Sendable {  // one thread at a time
         return true
     }
 
+    /// The bytes as they come (any already buffered first): nil on timeout, empty at EOF.
+    func readRaw(timeout: Double) -> [UInt8]? {
+        if buffer.isEmpty {
+            switch fill(timeout: timeout) {
+            case nil: return nil
+            case false?: return []
+            case true?: break
+            }
+        }
+        defer { buffer.removeAll() }
+        return buffer
+    }
+
     // MARK: HTTP
 
     /// Sends a websocket upgrade request; returns the response status and its headers' text.
