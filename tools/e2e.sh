@@ -255,5 +255,29 @@ check "talk --connect --pipe: duplex's client through the same live loop, answer
 kill "$server_pid" 2>/dev/null || true
 wait "$server_pid" 2>/dev/null || true
 
+# Deployment: the three files in tools/deploy/ are valid, and a rolling restart behind HAProxy
+# (two instances, each drained by SIGTERM and started again under 6 real-time clients) cuts no
+# conversation. The figures go to the output.
+deploy_files_valid() {
+    haproxy -c -f tools/deploy/haproxy.cfg &&
+    python3 - <<'PY' &&
+import yaml
+docs = list(yaml.safe_load_all(open("tools/deploy/kubernetes.yaml")))
+assert [d["kind"] for d in docs] == ["Deployment", "Service"], docs
+pod = docs[0]["spec"]["template"]["spec"]
+args = pod["containers"][0]["args"]
+drain = float(args[args.index("--drain-timeout") + 1])
+assert pod["terminationGracePeriodSeconds"] > drain, pod
+assert pod["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/healthz"
+PY
+    grep -q '^KillSignal=SIGTERM' tools/deploy/duplex.service &&
+    [ "$(sed -n 's/^TimeoutStopSec=//p' tools/deploy/duplex.service)" -gt "$(grep -o -- '--drain-timeout [0-9]*' tools/deploy/duplex.service | cut -d' ' -f2)" ]
+}
+check "deploy: haproxy.cfg passes haproxy -c, kubernetes.yaml parses (grace > drain timeout), duplex.service stops by SIGTERM after the drain" deploy_files_valid
+rolling_restart() { DUPLEX=$duplex timeout 240 tools/deploy/rolling_restart.sh; }
+failed_before=$failed
+check "serve: rolling restart behind HAProxy, each instance drained by SIGTERM, zero conversations cut" rolling_restart
+[ "$failed" != "$failed_before" ] || sed 's/^/     /' "$work/out.txt"
+
 echo "e2e: $passed passed, $failed failed"
 [ "$failed" = 0 ]
