@@ -137,10 +137,14 @@ private func drainOnSignals(_ server: ChatServer) -> [DispatchSourceSignal] {
         let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
         source.setEventHandler {
             if sig == SIGINT && interrupts.add(1, ordering: .relaxed).newValue > 1 {
-                warn("duplex serve: second interrupt, exiting now (\(server.metrics.activeSessions) conversations dropped)")
+                let active = server.metrics.activeSessions
+                warn("duplex serve: second interrupt, exiting now (\(active) conversation\(active == 1 ? "" : "s") dropped)")
                 exit(130)
             }
-            if !server.drain(reason: sig == SIGTERM ? "SIGTERM" : "SIGINT; again to exit at once") && sig == SIGTERM {
+            let started = server.drain(reason: sig == SIGTERM ? "SIGTERM" : "SIGINT")
+            if sig == SIGINT {
+                warn("duplex serve: Ctrl-C again to exit at once")
+            } else if !started {
                 warn("duplex serve: already draining")
             }
         }
