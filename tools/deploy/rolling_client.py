@@ -6,7 +6,7 @@ for the handshake (kind 0), send --frames 80 ms frames in real time as Ogg Opus 
 moshi.client does), read the audio (kind 1) and text (kind 2) back, close, pause, repeat. One JSON
 line per attempt goes to --out:
 
-  {"client", "start", "end", "server", "result", "frames_sent", "frames_received", "detail"}
+  {"client", "start", "admitted", "end", "server", "result", "frames_sent", "frames_received", "detail"}
 
 result is "ok" (the whole conversation: handshake, about one frame back per frame sent, no error),
 "refused" (no conversation began: HTTP error, connection failure, or kind 5 before the handshake;
@@ -45,6 +45,7 @@ async def conversation(session: aiohttp.ClientSession, args, pcm: np.ndarray) ->
     closed = asyncio.Event()
     try:
         async with session.ws_connect(args.url, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5)) as ws:
+            row["admitted"] = time.time()  # the 101 arrived (after any wait in the balancer's queue)
             response = getattr(ws, "_response", None)
             if response is not None:
                 row["server"] = response.headers.get("X-Duplex-Server")

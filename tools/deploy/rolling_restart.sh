@@ -73,8 +73,9 @@ for name in a b; do
     if kill -0 "${pid[$name]}" 2>/dev/null; then echo "rolling-restart: $name still draining after 90 s"; exit 1; fi
     wait "${pid[$name]}" || rc=$?
     t1=$(date +%s.%N)
-    echo "$name $g $t0 $t1 $rc" >> "$work/drains.txt"
     start_instance "$name"
+    t2=$(date +%s.%N)  # up again (HAProxy needs two more checks to send it conversations)
+    echo "$name $g $t0 $t1 $t2 $rc" >> "$work/drains.txt"
     scrape "$name" & pids+=($!)
     sleep 8  # haproxy sees it UP again; it takes conversations before the next drain
 done
@@ -111,20 +112,21 @@ print("  conversations per instance (X-Duplex-Server): " + ", ".join(f"{k}: {v}"
 for key, v in lifetimes.items():
     print(f"  {key} (instance.generation) /metrics: {v['sessions']} conversations, drain cut {v['cut']}, "
           f"refused while draining {v['refused_draining']}, refused busy {v['refused_busy']}")
-for name, g, t0, t1, rc in drains:
-    t0, t1 = float(t0), float(t1)
+for name, g, t0, t1, t2, rc in drains:
+    t0, t1, t2 = float(t0), float(t1), float(t2)
     log = open(f"{work}/{name}.{g}.log").read()
     done = re.search(r"drain \(SIGTERM\) done in ([\d.]+) s: (\d+) conversations? finished, (\d+) cut", log)
-    during = [r for r in began if t0 + 0.1 < r["start"] < t1]
+    # From the drain's start until the restarted process answers, every conversation must go elsewhere.
+    during = [r for r in began if t0 + 0.1 < r["admitted"] < t2]
     here = [r for r in during if r["server"] == name]
-    print(f"  drain of {name}: exit {rc} after {t1 - t0:.1f} s (server: {done.group(0) if done else 'no drain line'}); "
-          f"conversations begun meanwhile: {len(during)}, {len(here)} of them on {name}")
+    print(f"  drain of {name}: exit {rc} after {t1 - t0:.1f} s (server: {done.group(0) if done else 'no drain line'}), "
+          f"up again {t2 - t1:.1f} s later; conversations begun meanwhile: {len(during)}, {len(here)} of them on {name}")
     if rc != "0":
         failures.append(f"instance {name} exited {rc} after SIGTERM")
     if not done or done.group(3) != "0":
         failures.append(f"drain of {name}: {done.group(0) if done else 'no drain-end line in its log'}")
     if here:
-        failures.append(f"{len(here)} conversations began on {name} while it drained")
+        failures.append(f"{len(here)} conversations began on {name} while it drained or restarted")
     if not during:
         failures.append(f"no conversation began while {name} drained (the clients stopped?)")
 if cut:
