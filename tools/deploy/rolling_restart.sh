@@ -8,6 +8,8 @@
 #   * while an instance drains, the conversations that begin go to the other one;
 #   * each instance's drain cut nothing (its log line, duplex_drain_cut_total);
 #   * the instances' /metrics (each process's last scrape) add up to the conversations the clients had.
+#   * then, with HAProxy's checks slowed to once a minute, upgrades that reach a draining instance are
+#     refused (503) and replayed on the other (retry-on 503): the clients see nothing.
 # Prints the figures. Run by tools/e2e.sh; needs haproxy (tools/setup.sh) and tools/interop/setup.sh's venv.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -84,7 +86,8 @@ for _ in $(seq 300); do kill -0 "$client_pid" 2>/dev/null || break; sleep 0.1; d
 wait "$client_pid" || true
 sleep 0.5  # a last scrape of the running instances
 
-python3 - "$work" <<'PY'
+status=0
+python3 - "$work" <<'PY' || status=$?
 import glob, json, os, re, sys
 work = sys.argv[1]
 rows = [json.loads(l) for l in open(f"{work}/clients.jsonl")]
@@ -145,3 +148,31 @@ for f in failures:
     print("FAIL " + f)
 sys.exit(1 if failures else 0)
 PY
+
+# The gap before the health check notices: with checks once a minute, HAProxy still sends upgrades
+# to a draining instance; it refuses them with 503 and `retry-on 503` + redispatch must replay them
+# on the other, unseen by the clients.
+sed 's/inter 500ms fall 1 rise 2/inter 60s fall 1 rise 1/' tools/deploy/haproxy.cfg > "$work/slow-checks.cfg"
+DUPLEX_LB_BIND="127.0.0.1:$((base + 3))" DUPLEX_A="127.0.0.1:${port[a]}" DUPLEX_B="127.0.0.1:${port[b]}" DUPLEX_MAXCONN=4 \
+    haproxy -db -f "$work/slow-checks.cfg" > "$work/haproxy-slow.log" 2>&1 &
+pids+=($!)
+sleep 1
+"$py" tools/interop/kyutai_client.py --url "ws://127.0.0.1:${port[a]}/api/chat" --frames 100 --min-text 0 > "$work/held.json" 2>&1 &
+pids+=($!)
+sleep 1.5
+kill -TERM "${pid[a]}"  # a drains, holding that conversation; HAProxy has not noticed
+sleep 0.3
+retry_ok=0
+for i in 1 2 3 4; do
+    "$py" tools/interop/kyutai_client.py --url "ws://127.0.0.1:$((base + 3))/api/chat" --frames 20 --min-text 0 > "$work/retry$i.json" 2>&1 &
+    retried+=($!)
+    sleep 0.2
+done
+for p in "${retried[@]}"; do wait "$p" && retry_ok=$((retry_ok + 1)); done
+refused=$(curl -s "http://127.0.0.1:${port[a]}/metrics" | sed -n 's/^duplex_sessions_rejected_total{reason="draining"} //p')
+echo "  slow health checks: $retry_ok of 4 conversations whole through HAProxy while a drained unnoticed; a refused ${refused:-?} upgrades (503), replayed on b"
+if [ "$retry_ok" != 4 ] || [ "${refused:-0}" -lt 1 ]; then
+    echo "FAIL an upgrade refused by a draining instance was not replayed on the other (retry-on 503)"
+    status=1
+fi
+exit "$status"
