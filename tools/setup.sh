@@ -3,7 +3,8 @@
 # Idempotent and quiet when there is nothing to do.
 set -euo pipefail
 
-packages=(pkg-config libopenblas-dev libasound2-dev libopus-dev libogg-dev alsa-utils)
+# haproxy and python3-yaml: tools/deploy/ (haproxy -c on its config, the rolling-restart test, the k8s yaml check).
+packages=(pkg-config libopenblas-dev libasound2-dev libopus-dev libogg-dev alsa-utils haproxy python3-yaml)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

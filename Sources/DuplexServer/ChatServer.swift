@@ -47,7 +47,12 @@ public final class ChatServer: Sendable {
         public var tls: ServerTLS?
         /// What other paths answer with (ServerTLS.swift, StaticSite.swift).
         public var staticSite = StaticSite.builtIn
-        /// One line per refused TLS connection (plain HTTP, garbage, a failed handshake).
+        /// Seconds a drain lets running conversations go on before closing them (1001).
+        public var drainTimeout: Double = 300
+        /// Authorises `POST /admin/drain` (else `token` does; with neither the endpoint answers 403).
+        public var adminToken: String?
+        /// Where the server's own lines go: one per refused TLS connection (plain HTTP, garbage, a
+        /// failed handshake), the drain's start and end.
         public var log: @Sendable (String) -> Void = { _ in }
         public init() {}
     }
@@ -57,6 +62,7 @@ public final class ChatServer: Sendable {
         let model: ChatModel
         let configuration: Configuration
         let metrics: ServerMetrics
+        let drain = DrainController()
 
         init(model: ChatModel, configuration: Configuration) {
             self.model = model
@@ -110,6 +116,7 @@ public final class ChatServer: Sendable {
             self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, min(4, System.coreCount)))
             ownsGroup = true
         }
+        shared.drain.setTrigger { [weak self] reason in self?.drain(reason: reason) ?? false }
     }
 
     /// Binds and starts accepting connections. Throws with the address when binding fails.
@@ -130,7 +137,8 @@ public final class ChatServer: Sendable {
                 maxFrameSize: config.maxMessageBytes,
                 automaticErrorHandling: true,
                 shouldUpgrade: { channel, head in
-                    let ok = path(head.uri) == "/api/chat" && shared.authorized(head)
+                    // While draining the upgrade is declined and HTTPRoutes answers 503 (a balancer may retry elsewhere).
+                    let ok = path(head.uri) == "/api/chat" && shared.authorized(head) && !shared.drain.isDraining
                     return channel.eventLoop.makeSucceededFuture(ok ? HTTPHeaders() : nil)
                 },
                 upgradePipelineHandler: { channel, head in
@@ -186,7 +194,7 @@ final class HTTPRoutes: ChannelInboundHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPServerResponsePart
     static let name = "duplex.http-routes"
 
-    private let shared: ChatServer.Shared
+    let shared: ChatServer.Shared
     private var head: HTTPRequestHead?
 
     init(shared: ChatServer.Shared) { self.shared = shared }
@@ -207,27 +215,33 @@ final class HTTPRoutes: ChannelInboundHandler, RemovableChannelHandler {
         let max = shared.configuration.maxSessions
         switch path(head.uri) {
         case "/healthz":
-            let active = metrics.activeSessions
-            let object: [String: Any] = ["status": "ok", "sessions_active": active, "sessions_max": max, "accepting": active < max]
-            let body = ((try? JSONOutput.line(object)) ?? "{}") + "\n"
-            reply(context, .ok, body, type: "application/json")
+            let (status, body) = health()
+            reply(context, status, body, type: "application/json")
         case "/metrics":
             reply(context, .ok, metrics.render(maxSessions: max), type: "text/plain; version=0.0.4; charset=utf-8")
+        case "/admin/drain":
+            let (status, body) = adminDrain(head)
+            reply(context, status, body, type: status == .accepted ? "application/json" : "text/plain; charset=utf-8")
         case "/api/chat":
-            if shared.authorized(head) {
-                reply(context, .upgradeRequired, "/api/chat speaks Kyutai's protocol over a websocket; connect with ws://\n")
-            } else {
+            if !shared.authorized(head) {
                 metrics.reject(.unauthorized)
                 reply(context, .unauthorized, "a token is required: ?token=… or Authorization: Bearer …\n")
+            } else if shared.drain.isDraining {
+                metrics.reject(.draining)
+                reply(context, .serviceUnavailable, "this server is draining (shutting down): connect to another one\n", retryAfter: 5)
+            } else {
+                reply(context, .upgradeRequired, "/api/chat speaks Kyutai's protocol over a websocket; connect with ws://\n")
             }
         default:
             if serveStatic(head, site: shared.configuration.staticSite, context: context) { return }
-            reply(context, .notFound, "not found; endpoints: /api/chat (websocket), /healthz, /metrics\n")
+            reply(context, .notFound, "not found; endpoints: /api/chat (websocket), /healthz, /metrics, POST /admin/drain\n")
         }
     }
 
-    private func reply(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ body: String, type: String = "text/plain; charset=utf-8") {
+    private func reply(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ body: String, type: String = "text/plain; charset=utf-8",
+                       retryAfter: Int? = nil) {
         var headers = HTTPHeaders()
+        if let retryAfter { headers.add(name: "Retry-After", value: String(retryAfter)) }
         headers.add(name: "Content-Type", value: type)
         headers.add(name: "Content-Length", value: String(body.utf8.count))
         headers.add(name: "Connection", value: "close")

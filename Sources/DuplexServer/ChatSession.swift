@@ -26,6 +26,8 @@ final class ChatSessionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var fragments: (opcode: WebSocketOpcode, bytes: [UInt8])?
     /// Bytes written while the channel was not writable (the client is not reading fast enough).
     private var backlogBytes = 0
+    /// This conversation's entry in the drain's registry (closed with 1001 at the drain timeout).
+    private var drainID: Int?
 
     init(shared: ChatServer.Shared, query: [(name: String, value: String)]) {
         self.shared = shared
@@ -58,6 +60,9 @@ final class ChatSessionHandler: ChannelInboundHandler, RemovableChannelHandler {
             limits: shared.configuration.workerLimits,
             sink: { output in loop.execute { bound.value.handler.deliver(output, context: bound.value.context) } })
         state = .open(worker)
+        drainID = shared.drain.register { message, code in
+            loop.execute { bound.value.handler.fail(context: bound.value.context, message: message, code: code, reason: "going away") }
+        }
         worker.start(parameters: parameters)
     }
 
@@ -72,6 +77,10 @@ final class ChatSessionHandler: ChannelInboundHandler, RemovableChannelHandler {
         if case .open(let worker) = state {
             worker.stop()
             shared.releaseSlot()
+        }
+        if let drainID {
+            shared.drain.unregister(drainID)
+            self.drainID = nil
         }
         state = .closing
     }
@@ -207,12 +216,13 @@ final class ChatSessionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     /// Sends `message` as kind 5, then a close frame with `code`; the connection ends when the
     /// client answers the close (so it reads both first), or after `closeGrace` if it does not.
-    private func fail(context: ChannelHandlerContext, message: String, code: UInt16) {
+    private func fail(context: ChannelHandlerContext, message: String, code: UInt16, reason: String = "") {
         guard !closing else { return }
         send(context: context, .error(message), flush: false)
         teardown()
-        var body = context.channel.allocator.buffer(capacity: 2)
+        var body = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
         body.writeInteger(code)
+        body.writeString(reason)
         context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: body)), promise: nil)
         context.eventLoop.assumeIsolated().scheduleTask(in: Self.closeGrace) { context.close(promise: nil) }
     }

@@ -51,6 +51,8 @@ public final class ServerMetrics: Sendable {
 
     public enum Rejection: String, CaseIterable, Sendable {
         case capacity, unauthorized, badRequest = "bad_request", modelError = "model_error"
+        /// A websocket upgrade while the server drains (HTTP 503).
+        case draining
     }
 
     public enum Close: String, CaseIterable, Sendable {
@@ -74,6 +76,10 @@ public final class ServerMetrics: Sendable {
     let corruptAudioPackets = ManagedAtomic<Int>(0)
     let ignoredMessages = ManagedAtomic<Int>(0)
     let textSent = ManagedAtomic<Int>(0)
+    /// 1 while the server drains (refuses new conversations, waits for the running ones).
+    let drainingGauge = ManagedAtomic<Int>(0)
+    /// Conversations still running at the drain timeout, closed with kind 5 and 1001.
+    let drainCut = ManagedAtomic<Int>(0)
     let stages: [Stage: LatencyHistogram]
     /// One frame's duration: a response that leaves later than this after its input was complete
     /// makes a real-time client's playback run dry.
@@ -92,6 +98,8 @@ public final class ServerMetrics: Sendable {
     public var acceptedSessions: Int { sessionsTotal.load(ordering: .relaxed) }
     public var frames: Int { framesTotal.load(ordering: .relaxed) }
     public var underrunCount: Int { underruns.load(ordering: .relaxed) }
+    public var draining: Bool { drainingGauge.load(ordering: .relaxed) != 0 }
+    public var cutAtDrainTimeout: Int { drainCut.load(ordering: .relaxed) }
     public func rejected(_ r: Rejection) -> Int { rejections[r]?.load(ordering: .relaxed) ?? 0 }
     public func closed(_ c: Close) -> Int { closes[c]?.load(ordering: .relaxed) ?? 0 }
     public func histogram(_ s: Stage) -> LatencyHistogram? { stages[s] }
@@ -134,6 +142,10 @@ public final class ServerMetrics: Sendable {
                Rejection.allCases.map { ("{reason=\"\($0.rawValue)\"}", rejected($0)) })
         metric("duplex_sessions_closed_by_server_total", "counter", "Conversations the server ended because of the client, by reason.",
                Close.allCases.map { ("{reason=\"\($0.rawValue)\"}", closed($0)) })
+        metric("duplex_draining", "gauge", "1 while the instance drains: new conversations refused (HTTP 503), running ones finishing.",
+               [("", draining ? 1 : 0)])
+        metric("duplex_drain_cut_total", "counter", "Conversations still running at the drain timeout, closed with kind 5 and close 1001.",
+               [("", cutAtDrainTimeout)])
         metric("duplex_frames_total", "counter", "80 ms frames processed, all sessions.", [("", frames)])
         metric("duplex_underruns_total", "counter",
                "Frames whose response left more than one frame duration after the frame was complete (a real-time client's playback runs dry).",

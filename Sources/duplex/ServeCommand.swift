@@ -4,13 +4,16 @@ import DuplexCore
 import DuplexEngine
 import DuplexServer
 import Foundation
+import Synchronization
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve Kyutai's chat protocol at ws://HOST:PORT/api/chat (Kyutai's clients work unchanged).",
         discussion: """
-            Endpoints: /api/chat (websocket), /healthz (JSON), /metrics (Prometheus), and a web page at / \
-            (--static). --tls-cert/--tls-key or --tls-self-signed serve https:// and wss:// instead. Each connection is its \
+            Endpoints: /api/chat (websocket), /healthz (JSON; 503 while draining or full), /metrics (Prometheus), \
+            POST /admin/drain, and a web page at / (--static). --tls-cert/--tls-key or --tls-self-signed serve https:// and \
+            wss:// instead. SIGTERM or the first Ctrl-C drains: new conversations are refused (HTTP 503), running \
+            ones finish (up to --drain-timeout), then it exits 0; a second Ctrl-C exits at once. Each connection is its \
             own conversation over the one loaded model. Clients may choose text_temperature, text_topk, \
             audio_temperature, audio_topk, pad_mult, text_seed, audio_seed, repetition_penalty_context and \
             repetition_penalty as query parameters (as Kyutai's web client sends them); the options below \
@@ -30,6 +33,12 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "A token clients must present (?token=…, ?worker_auth_id=… or Authorization: Bearer …). Also read from DUPLEX_SERVE_TOKEN.")
     var token: String?
+
+    @Option(help: "Seconds a drain (SIGTERM, Ctrl-C, POST /admin/drain) lets running conversations go on; those still running then get a kind-5 error and close 1001.")
+    var drainTimeout: Double = 300
+
+    @Option(help: "A token for POST /admin/drain (Authorization: Bearer … or ?token=…); without it --token authorises it, and with neither the endpoint answers 403. Also read from DUPLEX_ADMIN_TOKEN.")
+    var adminToken: String?
 
     @Option(help: "Largest websocket message accepted, in bytes (larger: close 1009).")
     var maxMessageBytes = 1 << 20
@@ -55,6 +64,7 @@ struct Serve: AsyncParsableCommand {
         guard (1...65_535).contains(port) else { throw ValidationError("--port must be in 1…65535") }
         guard maxMessageBytes >= 1024 else { throw ValidationError("--max-message-bytes must be at least 1024") }
         if contextFill < 0 { throw ValidationError("--context-fill must be ≥ 0") }
+        guard drainTimeout >= 0, drainTimeout.isFinite else { throw ValidationError("--drain-timeout must be a number of seconds ≥ 0") }
     }
 
     func run() async throws {
@@ -93,6 +103,9 @@ struct Serve: AsyncParsableCommand {
         config.port = port
         config.token = token ?? ProcessInfo.processInfo.environment["DUPLEX_SERVE_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
         config.maxMessageBytes = maxMessageBytes
+        config.drainTimeout = drainTimeout
+        config.adminToken = adminToken ?? ProcessInfo.processInfo.environment["DUPLEX_ADMIN_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+        config.log = { warn($0) }
         config.defaults = SessionParameters(textTemperature: sampling.textTemperature, textTopK: sampling.textTopK,
                                             audioTemperature: sampling.temperature, audioTopK: sampling.topK,
                                             textSeed: sampling.seed, audioSeed: sampling.seed)
@@ -110,7 +123,6 @@ struct Serve: AsyncParsableCommand {
         }
         config.tls = tls
         config.staticSite = site
-        config.log = { warn($0) }
         let server = ChatServer(model: chatModel, configuration: config)
         do { try await server.start() } catch {
             warn("duplex serve: \(error)")
@@ -122,17 +134,36 @@ struct Serve: AsyncParsableCommand {
         warn("duplex serve: \(ws)://\(shownHost):\(server.port ?? port)/api/chat — /healthz, /metrics\(page); up to \(config.maxSessions) at once"
              + (config.token == nil ? "" : ", token required"))
 
-        // Ctrl-C / SIGTERM: stop listening, close the conversations, exit 0.
-        let signals = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { Task { try? await server.stop() } }
-            source.resume()
-            return source
-        }
+        let signals = drainOnSignals(server)
         try await server.waitUntilClosed()
         signals.forEach { $0.cancel() }
         try await server.stop()
+    }
+}
+
+/// SIGTERM and the first Ctrl-C drain the server (no new conversations, the running ones finish,
+/// then `waitUntilClosed` returns and serve exits 0); a second Ctrl-C exits at once (status 130).
+private let interrupts = Atomic<Int>(0)
+
+private func drainOnSignals(_ server: ChatServer) -> [DispatchSourceSignal] {
+    return [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler {
+            if sig == SIGINT && interrupts.add(1, ordering: .relaxed).newValue > 1 {
+                let active = server.metrics.activeSessions
+                warn("duplex serve: second interrupt, exiting now (\(active) conversation\(active == 1 ? "" : "s") dropped)")
+                exit(130)
+            }
+            let started = server.drain(reason: sig == SIGTERM ? "SIGTERM" : "SIGINT")
+            if sig == SIGINT {
+                warn("duplex serve: Ctrl-C again to exit at once")
+            } else if !started {
+                warn("duplex serve: already draining")
+            }
+        }
+        source.resume()
+        return source
     }
 }
 

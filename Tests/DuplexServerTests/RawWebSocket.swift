@@ -103,6 +103,16 @@ final class RawWebSocket: @unchecked Sendable {  // one thread at a time
         return (status, String(decoding: buffer, as: UTF8.self))
     }
 
+    /// Any request without a body (POST /admin/drain); reads the whole response.
+    func request(_ method: String, _ path: String, headers: [String] = []) throws -> (status: Int, head: String, body: String) {
+        var request = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
+        for h in headers { request += h + "\r\n" }
+        write(Array((request + "\r\n").utf8))
+        let (status, head) = try readHead()
+        while fill(timeout: 5) == true {}
+        return (status, head, String(decoding: buffer, as: UTF8.self))
+    }
+
     private func readHead() throws -> (status: Int, head: String) {
         let end = Array("\r\n\r\n".utf8)
         while true {
