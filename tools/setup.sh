@@ -3,7 +3,8 @@
 # Idempotent and quiet when there is nothing to do.
 set -euo pipefail
 
-packages=(pkg-config libopenblas-dev libasound2-dev libopus-dev libogg-dev alsa-utils)
+# chromium: tools/webclient/browser_test.py runs the built-in web client in it (tools/e2e.sh).
+packages=(pkg-config libopenblas-dev libasound2-dev libopus-dev libogg-dev alsa-utils chromium)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

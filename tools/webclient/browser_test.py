@@ -6,6 +6,7 @@ page sends Opus frames, decodes the server's, reports no error, and that /metric
 session. Saves a screenshot of each page. Needs aiohttp (tools/interop/setup.sh's python).
 
 Usage: browser_test.py [--duplex BIN] [--static DIR] [--screenshot PATH] [--work DIR] [--only http|https]
+                       [--url URL]   (a server already running, e.g. Kyutai's moshi.server)
 Exit 0 when every phase passes; one FAIL line per problem otherwise. Bounded (about 90 s)."""
 import argparse, asyncio, json, math, os, re, shutil, signal, socket, ssl, struct, subprocess, sys, tempfile, time, wave
 import urllib.request
@@ -119,11 +120,15 @@ def phase(name, args, wav, work, tls, budget):
         cmd.append("--tls-self-signed")
     if args.static:
         cmd += ["--static", args.static]
-    log = open(os.path.join(work, f"serve-{scheme}.txt"), "w")
-    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    browser = None
+    server = browser = None
+    page_url = f"{scheme}://127.0.0.1:{port}/?autostart=1"
+    if args.url:  # someone else's server (Kyutai's moshi.server --static tools/webclient/site)
+        page_url, scheme = args.url, args.url.split(":")[0]
+    else:
+        log = open(os.path.join(work, f"serve-{scheme}.txt"), "w")
+        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        while True:
+        while server:
             try:
                 fetch(f"{scheme}://127.0.0.1:{port}/healthz", timeout=1)
                 break
@@ -139,7 +144,7 @@ def phase(name, args, wav, work, tls, budget):
                   f"--remote-debugging-port={dport}", "--remote-allow-origins=*", "--window-size=1000,900"]
         if tls:
             chrome.append("--ignore-certificate-errors")
-        chrome.append(f"{scheme}://127.0.0.1:{port}/?autostart=1")
+        chrome.append(page_url)
         blog = open(os.path.join(work, f"chromium-{scheme}.txt"), "w")
         browser = subprocess.Popen(chrome, stdout=blog, stderr=subprocess.STDOUT, start_new_session=True)
         stats, png = asyncio.run(drive(dport, t0 + budget, args.min_decoded))
@@ -157,7 +162,12 @@ def phase(name, args, wav, work, tls, budget):
                 failures.append(f"{scheme}: {stats['framesDecoded']} frames decoded (< {args.min_decoded})")
             if stats["errors"]:
                 failures.append(f"{scheme}: the page reported an error: {stats['lastError']}")
+        if not server:
+            return failures
         metrics = fetch(f"{scheme}://127.0.0.1:{port}/metrics")
+        corrupt = re.search(r"^duplex_audio_corrupt_packets_total (\d+)", metrics, re.M)
+        if corrupt and int(corrupt.group(1)) > 0:
+            failures.append(f"{scheme}: the server found {corrupt.group(1)} corrupt packets or pages in the page's Ogg Opus")
         frames = re.search(r"^duplex_frames_total (\d+)", metrics, re.M)
         sessions = re.search(r"^duplex_sessions_total (\d+)", metrics, re.M)
         print(f"{scheme}: /metrics duplex_sessions_total {sessions and sessions.group(1)}, duplex_frames_total {frames and frames.group(1)}")
@@ -179,7 +189,8 @@ def main():
     p.add_argument("--work", default=None)
     p.add_argument("--screenshot", default=None)
     p.add_argument("--only", choices=["http", "https"])
-    p.add_argument("--min-decoded", type=int, default=25)
+    p.add_argument("--url", help="open this page (with ?autostart=1) on a server already running instead of starting duplex serve")
+    p.add_argument("--min-decoded", type=int, default=50, help="Opus packets (40 ms from duplex) to decode")
     p.add_argument("--budget", type=float, default=40, help="seconds per phase")
     args = p.parse_args()
     if not shutil.which(args.chromium):
@@ -194,7 +205,7 @@ def main():
     speech_wav(wav)
     failures = []
     for tls in (False, True):
-        if args.only and args.only != ("https" if tls else "http"):
+        if (args.only and args.only != ("https" if tls else "http")) or (args.url and tls):
             continue
         failures += phase("tls" if tls else "plain", args, wav, work, tls, args.budget)
     for f in failures:
