@@ -77,7 +77,7 @@ class CDP:
         return r.get("result", {}).get("value")
 
 
-async def drive(devtools_port, deadline, min_decoded):
+async def drive(devtools_port, deadline, min_decoded, reconnect):
     """Attaches to the page, polls window.duplexStats until frames flow; returns (stats, screenshot bytes)."""
     async with aiohttp.ClientSession() as http:
         page = None
@@ -105,6 +105,22 @@ async def drive(devtools_port, deadline, min_decoded):
                 await asyncio.sleep(0.25)
             await asyncio.sleep(0.3)  # let the meters and figures repaint
             shot = await cdp.call("Page.captureScreenshot", format="png")
+            if reconnect and stats and not stats["errors"] and stats["framesDecoded"] >= min_decoded:
+                # Disconnect, then Connect again: the server (--max-sessions 1) must have let the
+                # first conversation go, and the second must flow too.
+                await cdp.evaluate("document.getElementById('connect').click()")
+                await asyncio.sleep(0.5)
+                closed = json.loads(await cdp.evaluate("JSON.stringify(window.duplexStats)"))
+                if closed["state"] != "closed":
+                    raise RuntimeError(f"Disconnect left the page {closed['state']}")
+                await cdp.evaluate("document.getElementById('connect').click()")
+                before = closed["framesDecoded"]
+                while time.monotonic() < deadline:
+                    stats = json.loads(await cdp.evaluate("JSON.stringify(window.duplexStats)"))
+                    if stats["errors"] or stats["framesDecoded"] >= before + 10:
+                        break
+                    await asyncio.sleep(0.25)
+                stats["reconnected"] = stats["framesDecoded"] >= before + 10 and stats["state"] == "live"
             import base64
             return stats, base64.b64decode(shot["data"])
 
@@ -147,7 +163,7 @@ def phase(name, args, wav, work, tls, budget):
         chrome.append(page_url)
         blog = open(os.path.join(work, f"chromium-{scheme}.txt"), "w")
         browser = subprocess.Popen(chrome, stdout=blog, stderr=subprocess.STDOUT, start_new_session=True)
-        stats, png = asyncio.run(drive(dport, t0 + budget, args.min_decoded))
+        stats, png = asyncio.run(drive(dport, t0 + budget, args.min_decoded, reconnect=not tls and not args.url))
         seconds = time.monotonic() - t0
         shot = args.screenshot if not tls else re.sub(r"(\.png)?$", "-https.png", args.screenshot, count=1)
         with open(shot, "wb") as f:
@@ -160,6 +176,8 @@ def phase(name, args, wav, work, tls, budget):
                 failures.append(f"{scheme}: no Opus frame sent")
             if stats["framesDecoded"] < args.min_decoded:
                 failures.append(f"{scheme}: {stats['framesDecoded']} frames decoded (< {args.min_decoded})")
+            if stats.get("reconnected") is False:
+                failures.append(f"{scheme}: after Disconnect and Connect no audio came back")
             if stats["errors"]:
                 failures.append(f"{scheme}: the page reported an error: {stats['lastError']}")
         if not server:

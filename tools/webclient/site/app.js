@@ -76,6 +76,8 @@ async function start() {
   $("error").hidden = true;
   $("text").textContent = "";
   const s = { closed: false, sentMs: 0, receivedMs: 0 };
+  stats.handshake = false;
+  stats.sessions = (stats.sessions || 0) + 1;
   session = s;
   setState("starting");
   try {
