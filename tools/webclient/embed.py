@@ -42,7 +42,7 @@ text = "\n".join(out)
 if check:
     current = open(target).read() if os.path.exists(target) else ""
     if current != text:
-        sys.exit(f"embed.py --check: {os.path.relpath(target, root)} is not what {base} gives; run tools/webclient/embed.py")
-    print(f"embed.py --check: {os.path.relpath(target, root)} matches {base} ({len(files)} files)")
+        sys.exit(f"embed.py --check: {os.path.relpath(target, root)} is not what {os.path.relpath(base, root)} gives; run tools/webclient/embed.py")
+    print(f"embed.py --check: {os.path.relpath(target, root)} matches {os.path.relpath(base, root)} ({len(files)} files)")
 else:
     open(target, "w").write(text)
