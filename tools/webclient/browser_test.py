@@ -137,7 +137,8 @@ def phase(name, args, wav, work, tls, budget):
     if args.static:
         cmd += ["--static", args.static]
     server = browser = None
-    page_url = f"{scheme}://127.0.0.1:{port}/?autostart=1"
+    # The https phase also runs the page's audio at 48 kHz, so its resamplers are exercised.
+    page_url = f"{scheme}://127.0.0.1:{port}/?autostart=1" + ("&context_rate=48000" if tls else "")
     if args.url:  # someone else's server (Kyutai's moshi.server --static tools/webclient/site)
         page_url, scheme = args.url, args.url.split(":")[0]
     else:
@@ -178,6 +179,10 @@ def phase(name, args, wav, work, tls, budget):
                 failures.append(f"{scheme}: {stats['framesDecoded']} frames decoded (< {args.min_decoded})")
             if stats.get("reconnected") is False:
                 failures.append(f"{scheme}: after Disconnect and Connect no audio came back")
+            if not stats.get("inRmsMax") or not stats.get("outRmsMax"):
+                failures.append(f"{scheme}: silence: microphone RMS {stats.get('inRmsMax')}, playback RMS {stats.get('outRmsMax')}")
+            if tls and stats.get("contextRate") != 48000:
+                failures.append(f"{scheme}: the page's audio ran at {stats.get('contextRate')} Hz, not the 48000 asked for")
             if stats["errors"]:
                 failures.append(f"{scheme}: the page reported an error: {stats['lastError']}")
         if not server:

@@ -81,8 +81,11 @@ async function start() {
   session = s;
   setState("starting");
   try {
-    try { s.ctx = new AudioContext({ sampleRate: RATE, latencyHint: "interactive" }); }
+    // ?context_rate=48000 runs the audio graph at another rate (tests the resampling paths).
+    const rate = Number(query.get("context_rate")) || RATE;
+    try { s.ctx = new AudioContext({ sampleRate: rate, latencyHint: "interactive" }); }
     catch { s.ctx = new AudioContext({ latencyHint: "interactive" }); }
+    stats.contextRate = s.ctx.sampleRate;
     await s.ctx.audioWorklet.addModule("worklet.js");
     if (s.ctx.state !== "running") await Promise.race([s.ctx.resume(), new Promise(r => setTimeout(r, 500))]);
     if (s.ctx.state !== "running") {
@@ -103,12 +106,14 @@ async function start() {
       const m = e.data;
       $("out-level").style.width = meter(m.rms);
       stats.bufferedMs = m.bufferedMs;
+      stats.outRmsMax = Math.max(stats.outRmsMax || 0, m.rms);
       stats.underruns = m.underruns;
     };
     setupDecoder(s);
     connect(s);
     s.capture.port.onmessage = (e) => {
       $("in-level").style.width = meter(e.data.rms);
+      stats.inRmsMax = Math.max(stats.inRmsMax || 0, e.data.rms);
       if (s.encoder && s.encoder.state === "configured") {
         const data = e.data.samples;
         s.encoder.encode(new AudioData({ format: "f32", sampleRate: RATE, numberOfFrames: data.length,
@@ -201,6 +206,7 @@ function setupDecoder(s) {
         s.resampler = new Resampler(data.sampleRate, s.ctx.sampleRate);
         s.resampler.from = data.sampleRate;
       }
+      stats.decodedRate = data.sampleRate;
       s.receivedMs += n * 1000 / data.sampleRate;
       stats.receivedMs = Math.round(s.receivedMs);
       data.close();
