@@ -254,6 +254,14 @@ talk_connect_pipe() {
 check "talk --connect --pipe: duplex's client through the same live loop, answered by the server" talk_connect_pipe
 kill "$server_pid" 2>/dev/null || true
 wait "$server_pid" 2>/dev/null || true
+# The built-in web client in headless Chromium (fake microphone playing a speech-like WAV), over
+# http and over https (--tls-self-signed): its own servers, bounded at about 90 s, FAIL (not a
+# silent skip) when chromium is missing.
+browser_test() {
+    command -v chromium >/dev/null || { echo "no chromium: tools/setup.sh installs it"; return 1; }
+    timeout 120 "$interop_python" tools/webclient/browser_test.py --duplex "$duplex" --work "$work/browser"
+}
+check "serve: the built-in web client in Chromium (mic → Opus → model → Opus → playback), http and https" browser_test
 
 # Drain by hand: POST /admin/drain needs the admin token, then serve exits 0 by itself; the first
 # Ctrl-C drains (/healthz 503) and a second exits at once (130).

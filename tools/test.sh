@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tools/test-env.sh
+# The built-in web client embedded in the binary is exactly tools/webclient/site (no drift).
+python3 tools/webclient/embed.py --check
 swift build --build-tests
 swift test --skip-build "$@"
 # The release binary end to end on the embedded default model (pipe, generate, bench, talk, serve).
