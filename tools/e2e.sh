@@ -254,12 +254,46 @@ talk_connect_pipe() {
 check "talk --connect --pipe: duplex's client through the same live loop, answered by the server" talk_connect_pipe
 kill "$server_pid" 2>/dev/null || true
 wait "$server_pid" 2>/dev/null || true
+# TLS with a certificate made at start: Kyutai's client (aiohttp) pins the SHA-256 fingerprint
+# serve prints and converses over wss://; a wrong fingerprint is refused; plain http to the TLS port
+# gets a clean refusal and the server keeps serving.
+tls_port=$((port + 1))
+$duplex serve --port "$tls_port" --max-sessions 1 -t 2 --tls-self-signed > "$work/serve-tls.txt" 2>&1 &
+tls_pid=$!
+for _ in $(seq 150); do grep -q "wss://" "$work/serve-tls.txt" 2>/dev/null && break; sleep 0.2; done
+fingerprint=$(sed -n 's/.*SHA-256 fingerprint \([0-9A-F:]*\).*/\1/p' "$work/serve-tls.txt" | head -1)
+serve_tls_pinned() {
+    [ -n "$fingerprint" ] &&
+    "$interop_python" tools/interop/kyutai_client.py --url "wss://127.0.0.1:$tls_port/api/chat" --fingerprint "$fingerprint" --frames 30 --min-text 1
+}
+serve_tls_wrong_pin() {
+    ! "$interop_python" tools/interop/kyutai_client.py --url "wss://127.0.0.1:$tls_port/api/chat" \
+        --fingerprint "$(echo "$fingerprint" | tr '0-9A-F' 'A-F0-9')" --frames 5 > "$work/tls-wrong.txt" 2>&1
+}
+serve_tls_plain_refused() {
+    python3 - "$tls_port" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+reply = s.recv(4096)
+assert reply.startswith(b"HTTP/1.1 400") and b"https" in reply, reply
+PY
+    kill -0 "$tls_pid" && "$interop_python" tools/interop/kyutai_client.py --url "wss://127.0.0.1:$tls_port/api/chat" --fingerprint "$fingerprint" --frames 10 --min-text 0
+}
+check "serve --tls-self-signed: Kyutai's client pins the printed fingerprint and converses over wss://" serve_tls_pinned
+check "serve --tls-self-signed: a client pinning another fingerprint is refused" serve_tls_wrong_pin
+check "serve --tls-self-signed: plain http to the TLS port gets a clean 400, the server keeps serving" serve_tls_plain_refused
+kill "$tls_pid" 2>/dev/null || true
+wait "$tls_pid" 2>/dev/null || true
+
 # The built-in web client in headless Chromium (fake microphone playing a speech-like WAV), over
 # http and over https (--tls-self-signed): its own servers, bounded at about 90 s, FAIL (not a
 # silent skip) when chromium is missing.
 browser_test() {
     command -v chromium >/dev/null || { echo "no chromium: tools/setup.sh installs it"; return 1; }
-    timeout 120 "$interop_python" tools/webclient/browser_test.py --duplex "$duplex" --work "$work/browser"
+    # The screenshots stay after the run (out/ci/, git-ignored): CI's artefacts of the page mid-conversation.
+    mkdir -p out/ci &&
+    timeout 120 "$interop_python" tools/webclient/browser_test.py --duplex "$duplex" --work "$work/browser" --screenshot out/ci/webclient.png
 }
 check "serve: the built-in web client in Chromium (mic → Opus → model → Opus → playback), http and https" browser_test
 

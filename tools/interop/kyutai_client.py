@@ -71,7 +71,10 @@ async def run(args) -> dict:
     handshake = asyncio.Event()
 
     async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(args.url, max_msg_size=0) as ws:
+        # --fingerprint pins the server's certificate (a self-signed one from `duplex serve
+        # --tls-self-signed`, whose SHA-256 fingerprint it prints) instead of a CA.
+        tls = aiohttp.Fingerprint(bytes.fromhex(args.fingerprint.replace(":", ""))) if args.fingerprint else None
+        async with session.ws_connect(args.url, max_msg_size=0, ssl=tls if tls else True) as ws:
 
             async def receive():
                 async for msg in ws:
@@ -178,6 +181,7 @@ def main() -> int:
     p.add_argument("--tail-seconds", type=float, default=3.0)
     p.add_argument("--handshake-timeout", type=float, default=60.0)
     p.add_argument("--expect-echo", action="store_true")
+    p.add_argument("--fingerprint", help="wss://: accept exactly the certificate with this SHA-256 fingerprint (AA:BB:…)")
     args = p.parse_args()
     try:
         summary = asyncio.run(run(args))
