@@ -363,6 +363,8 @@ check "deploy: haproxy.cfg passes haproxy -c, kubernetes.yaml parses (grace > dr
 rolling_restart() { DUPLEX=$duplex timeout 240 tools/deploy/rolling_restart.sh; }
 failed_before=$failed
 check "serve: rolling restart behind HAProxy, each instance drained by SIGTERM, zero conversations cut" rolling_restart
+abuse_haproxy() { DUPLEX=$duplex timeout 180 tools/deploy/abuse_through_haproxy.sh; }
+check "serve: abuse through HAProxy (oversized message, garbage frames, a flood of upgrades), the server stays up" abuse_haproxy
 [ "$failed" != "$failed_before" ] || sed 's/^/     /' "$work/out.txt"
 
 echo "e2e: $passed passed, $failed failed"
