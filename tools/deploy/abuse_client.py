@@ -6,9 +6,12 @@ check held.
   oversized  a 256 KiB message (over --max-message-bytes) is answered with close 1009, not a crash
   garbage    websocket text frames, unknown kinds and a client "error" message are ignored: the
              conversation goes on (audio still comes back)
-  flood      20 upgrades at once on a 1-session server: conversations one at a time (HAProxy queues
+  flood      20 upgrades at once on a 2-session server: conversations one at a time (HAProxy queues
              them behind its maxconn), the rest refused cleanly (duplex's kind 5 + 1013, or HAProxy's
              503 once /healthz says full), none hung or dropped without a word
+  slow       a client that stops reading for 8 s while it keeps talking does not hold up a second
+             conversation beside it (which gets its whole answer); it then reads its backlog or is
+             closed with a code, never left hanging
   after      the server still answers a whole conversation afterwards
 """
 import argparse
@@ -77,6 +80,26 @@ async def oversized(session, url):
                 return ws.close_code
 
 
+async def slow_reader(session, url, pages):
+    """Sends in real time without reading for the whole stream, then drains what came."""
+    async with session.ws_connect(url, max_msg_size=0) as ws:
+        if not await handshake(ws):
+            return "no handshake"
+        for page in pages:
+            await ws.send_bytes(b"\x01" + page)
+            await asyncio.sleep(0.08)
+        audio = 0
+        try:
+            while True:
+                msg = await asyncio.wait_for(ws.receive(), 3)
+                if msg.type == aiohttp.WSMsgType.BINARY and msg.data[:1] == b"\x01":
+                    audio += 1
+                elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                    return f"closed ({ws.close_code}) after {audio} audio messages"
+        except asyncio.TimeoutError:
+            return f"read its backlog: {audio} audio messages"
+
+
 async def flood_one(session, url):
     try:
         async with session.ws_connect(url, max_msg_size=0) as ws:
@@ -109,6 +132,14 @@ async def main():
         result["garbage_audio_messages"] = await converse(session, args.url, pages, extra=garbage)
         if result["garbage_audio_messages"] < 10:
             failures.append(f"after garbage the conversation stopped ({result['garbage_audio_messages']} audio messages)")
+        await asyncio.sleep(1.5)
+        slow, beside = await asyncio.gather(slow_reader(session, args.url, ogg_stream(8.0)),
+                                            converse(session, args.url, ogg_stream(8.0)))
+        result["slow_reader"], result["beside_slow_reader_audio_messages"] = slow, beside
+        if beside < 60:
+            failures.append(f"the conversation beside a slow reader got {beside} audio messages of ~100")
+        if not (slow.startswith("closed") or slow.startswith("read")):
+            failures.append(f"slow reader: {slow}")
         await asyncio.sleep(1.5)
         outcomes = await asyncio.gather(*(flood_one(session, args.url) for _ in range(20)))
         result["flood"] = {o: outcomes.count(o) for o in sorted(set(outcomes))}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Abuse through HAProxy (tools/deploy/haproxy.cfg in front of one `duplex serve` release instance
-# with one session slot): an oversized message, garbage frames, a flood of upgrades, then a whole
+# with two session slots): an oversized message, garbage frames, a slow reader beside a normal
+# conversation, a flood of upgrades, then a whole
 # conversation; the server must stay up throughout (tools/deploy/abuse_client.py says what is checked).
 # Run by tools/e2e.sh; needs haproxy (tools/setup.sh) and tools/interop/setup.sh's venv.
 set -euo pipefail
@@ -16,14 +17,14 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 base=$((21000 + RANDOM % 20000))
 lb=$base; server=$((base + 1)); unused=$((base + 2))
-$duplex serve --port "$server" --max-sessions 1 -t 1 --max-message-bytes 65536 > "$work/serve.log" 2>&1 &
+$duplex serve --port "$server" --max-sessions 2 -t 1 --max-message-bytes 65536 > "$work/serve.log" 2>&1 &
 server_pid=$!; pids+=($server_pid)
 for _ in $(seq 300); do
     python3 -c "import urllib.request,sys; urllib.request.urlopen(f'http://127.0.0.1:{sys.argv[1]}/healthz', timeout=1)" "$server" 2>/dev/null && break
     sleep 0.2
 done
 # Server b points at a closed port: HAProxy marks it down and sends everything to a.
-DUPLEX_LB_BIND="127.0.0.1:$lb" DUPLEX_A="127.0.0.1:$server" DUPLEX_B="127.0.0.1:$unused" DUPLEX_MAXCONN=1 \
+DUPLEX_LB_BIND="127.0.0.1:$lb" DUPLEX_A="127.0.0.1:$server" DUPLEX_B="127.0.0.1:$unused" DUPLEX_MAXCONN=2 \
     haproxy -db -f tools/deploy/haproxy.cfg > "$work/haproxy.log" 2>&1 &
 pids+=($!)
 sleep 2
