@@ -3,7 +3,8 @@
 tests do in process, here through HAProxy's tunnel. Prints one JSON object; exit status 0 when every
 check held.
 
-  oversized  a 256 KiB message (over --max-message-bytes) is answered with close 1009, not a crash
+  oversized  a 256 KiB message (over --max-message-bytes) ends the connection within 10 s (close 1009,
+             or 1006 when the proxy sees the server drop the unread rest), not a crash
   garbage    websocket text frames, unknown kinds and a client "error" message are ignored: the
              conversation goes on (audio still comes back)
   flood      20 upgrades at once on a 2-session server: conversations one at a time (HAProxy queues
@@ -125,8 +126,11 @@ async def main():
     result, failures = {}, []
     async with aiohttp.ClientSession() as session:
         result["oversized_close_code"] = await oversized(session, args.url)
-        if result["oversized_close_code"] != 1009:
-            failures.append(f"an oversized message closed with {result['oversized_close_code']}, expected 1009")
+        # duplex closes with 1009 (its own tests check the code); through HAProxy the close frame can
+        # be lost when the server drops the unread rest of the payload and the proxy sees a reset
+        # (1006). Either way the connection must end, promptly, and the server live on (checked after).
+        if result["oversized_close_code"] not in (1009, 1006):
+            failures.append(f"an oversized message closed with {result['oversized_close_code']}, expected 1009 (or 1006 through the proxy)")
         await asyncio.sleep(1.5)  # the slot is released and HAProxy sees the server healthy again
         garbage = ["not a binary frame", b"\x09unknown kind", b"\x05an error from the client", b"\x03\x07"]
         result["garbage_audio_messages"] = await converse(session, args.url, pages, extra=garbage)
