@@ -99,12 +99,7 @@ struct Info: ParsableCommand {
                 let bar = ProgressBar("scanning")
                 let result = store.scanValues { bar.update($0 * 4, of: $1 * 4) }
                 bar.finish()
-                print("  values:      \(result.values) (dequantized as the model reads them), range [\(result.minimum), \(result.maximum)]")
-                if result.nanCount + result.infCount > 0 {
-                    print("  POISONED:    \(result.nanCount) NaN, \(result.infCount) Inf in \(result.badTensors.prefix(10).joined(separator: ", "))")
-                    throw ExitCode(3)
-                }
-                print("  NaN/Inf:     none")
+                try report(result, note: " (dequantized as the model reads them)")
             }
         } else {
             print("  table:       Moshi LM for \(source): \(problems.count) problems")
@@ -204,6 +199,16 @@ struct Info: ParsableCommand {
         }
     }
 
+    /// A value scan's lines; poisoned values fail with exit status 3.
+    private func report(_ result: ValueScan, note: String = "") throws {
+        print("  values:      \(result.values)\(note), range [\(result.minimum), \(result.maximum)]")
+        if result.nanCount + result.infCount > 0 {
+            print("  POISONED:    \(result.nanCount) NaN, \(result.infCount) Inf in \(result.badTensors.prefix(10).joined(separator: ", "))")
+            throw ExitCode(3)
+        }
+        print("  NaN/Inf:     none")
+    }
+
     /// A weight file described, then (if it reads) recognised by its hash.
     private func describeFile(_ path: String, lmConfig: (LMConfig, String)?) throws {
         try describeContents(path, lmConfig: lmConfig)
@@ -232,12 +237,7 @@ struct Info: ParsableCommand {
             let bar = ProgressBar("scanning")
             let result = ValueScan.scan(file) { bar.update($0, of: $1) }
             bar.finish()
-            print("  values:      \(result.values), range [\(result.minimum), \(result.maximum)]")
-            if result.nanCount + result.infCount > 0 {
-                print("  POISONED:    \(result.nanCount) NaN, \(result.infCount) Inf in \(result.badTensors.prefix(10).joined(separator: ", "))")
-                throw ExitCode(3)
-            }
-            print("  NaN/Inf:     none")
+            try report(result)
         }
     }
 }

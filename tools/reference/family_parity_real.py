@@ -63,11 +63,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+from fixtures_hibiki import hibiki_keys  # noqa: E402
 from lm_reference import greedy_lmgen, greedy_run, kyutai_checkpoint_info, random_checkpoint, shrunk  # noqa: E402
 
 SEEDS = {"stt1b": 3031, "hibiki1b": 3032}
 STT_CONFIG = {"audio_delay_seconds": 0.5, "audio_silence_prefix_seconds": 0.0}  # stt-1b-en_fr
-POSSIBLE_VALUES = ["very_bad", "bad", "neutral", "good", "very_good"]
 
 
 def stt1b(layers):
@@ -84,18 +84,8 @@ def stt1b(layers):
 def hibiki1b(layers):
     """kyutai/hibiki-1b-pytorch-bf16 (checkpoint-compat.md §4; depformer 1024 x 6, 16 heads as
     rust/s2st-1b.toml and the third-party config copies), `layers` temporal layers."""
-    config = shrunk(dim=2048, num_heads=16, num_layers=layers, hidden_scale=4.125, text_card=48000,
-                    context=1500, depformer_dim=1024, depformer_num_heads=16, depformer_num_layers=6)
-    config.update(
-        max_period=100000.0, delays=[0] + ([0] + [2] * 7) * 2, depformer_dim_feedforward=None,
-        cross_attention=False,
-        conditioners={"description": {"type": "lut", "lut": {
-            "n_bins": 31, "dim": 16, "tokenizer": "noop", "possible_values": list(POSSIBLE_VALUES)}}},
-        fuser={"cross_attention_pos_emb": False, "cross_attention_pos_emb_scale": 1,
-               "sum": ["description"], "prepend": [], "cross": []})
-    config.update(model_type="hibiki",
-                  lm_gen_config={"temp": 0.8, "temp_text": 0.4, "top_k": 250, "top_k_text": 25})
-    return config
+    return hibiki_keys(shrunk(dim=2048, num_heads=16, num_layers=layers, hidden_scale=4.125, text_card=48000,
+                              context=1500, depformer_dim=1024, depformer_num_heads=16, depformer_num_layers=6))
 
 
 MODELS = {"stt1b": stt1b, "hibiki1b": hibiki1b}

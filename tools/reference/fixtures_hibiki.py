@@ -52,9 +52,9 @@ CFG_COEF = 3.0
 POSSIBLE_VALUES = ["very_bad", "bad", "neutral", "good", "very_good"]
 
 
-def hibiki_tiny():
-    config = shrunk(dim=64, num_heads=4, num_layers=2, text_card=40, card=32, context=8,
-                    depformer_dim=32, depformer_num_heads=2, depformer_num_layers=2)
+def hibiki_keys(config):
+    """Adds what makes a config Hibiki 1B's, after its sizes: acoustic delay 2, the `description`
+    LUT summed into the input, and the repo keys CheckpointInfo pops (model_type, lm_gen_config)."""
     config.update(
         max_period=100000.0, delays=[0] + ([0] + [2] * 7) * 2, depformer_dim_feedforward=None,
         cross_attention=False,
@@ -62,10 +62,14 @@ def hibiki_tiny():
             "n_bins": 31, "dim": 16, "tokenizer": "noop", "possible_values": list(POSSIBLE_VALUES)}}},
         fuser={"cross_attention_pos_emb": False, "cross_attention_pos_emb_scale": 1,
                "sum": ["description"], "prepend": [], "cross": []})
-    # Repo keys, popped by CheckpointInfo.
     config.update(model_type="hibiki",
                   lm_gen_config={"temp": 0.8, "temp_text": 0.4, "top_k": 250, "top_k_text": 25})
     return config
+
+
+def hibiki_tiny():
+    return hibiki_keys(shrunk(dim=64, num_heads=4, num_layers=2, text_card=40, card=32, context=8,
+                              depformer_dim=32, depformer_num_heads=2, depformer_num_layers=2))
 
 
 def condition_tensors(model, cfg_coef):
