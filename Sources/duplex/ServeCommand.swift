@@ -153,7 +153,10 @@ private func drainOnSignals(_ server: ChatServer) -> [DispatchSourceSignal] {
             if sig == SIGINT && interrupts.add(1, ordering: .relaxed).newValue > 1 {
                 let active = server.metrics.activeSessions
                 warn("duplex serve: second interrupt, exiting now (\(active) conversation\(active == 1 ? "" : "s") dropped)")
-                exit(130)
+                // _exit, not exit: exit's atexit handlers and C++ static destructors (BoringSSL,
+                // OpenBLAS) would run while the event-loop and model threads still use them, and
+                // crashed the process now and then (e2e saw a segfault).
+                _exit(130)
             }
             let started = server.drain(reason: sig == SIGTERM ? "SIGTERM" : "SIGINT")
             if sig == SIGINT {
