@@ -54,14 +54,26 @@ let package = Package(
         // (Swift can neither emit maddubs/dpbusd nor pick an ISA per function). No unsafe flags.
         .target(name: "CQuant"),
 
+        // Echo cancellation, noise suppression and gain control: WebRTC's audio processing module
+        // (C++, 0.3) and SpeexDSP, both loaded with dlopen at run time so that a machine without
+        // them still runs duplex (with the processing off and a warning). Building needs their
+        // headers (libwebrtc-audio-processing-dev, libspeexdsp-dev); WebRTC's live in their own
+        // folder, which Debian's pkg-config file names, and SwiftPM would also link the library
+        // (and reject its -D flags) if it came through pkg-config, so the folder is given here.
+        .target(name: "CAudioProcessing",
+                cxxSettings: [.unsafeFlags(["-I/usr/include/webrtc_audio_processing"])],
+                linkerSettings: [.linkedLibrary("dl")]),
+
         // Heap-allocation counter for benchmarks (interposes malloc in the executable only).
         .target(name: "CAllocCounter"),
 
         // No I/O, no threads: tensors, kernels, weights, the models.
         .target(name: "DuplexCore", dependencies: ["CBLAS", "CQuant"], swiftSettings: optimized),
 
-        // PCM formats, WAV, ring buffers, ALSA devices, resampling.
-        .target(name: "DuplexAudio", dependencies: ["CALSA", "CALSAErrors"], swiftSettings: optimized),
+        // PCM formats, WAV, ring buffers, ALSA devices, resampling, capture processing (echo
+        // cancellation), a simulated room.
+        .target(name: "DuplexAudio", dependencies: ["CALSA", "CALSAErrors", "CAudioProcessing"],
+                swiftSettings: optimized + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
 
         // Sessions, the frame pipeline, the frame clock, latency accounting.
         .target(name: "DuplexEngine", dependencies: ["DuplexCore", "DuplexAudio"], swiftSettings: optimized),

@@ -5,7 +5,8 @@ set -euo pipefail
 
 # haproxy and python3-yaml: tools/deploy/ (haproxy -c on its config, the rolling-restart test, the k8s yaml check).
 # chromium: tools/webclient/browser_test.py runs the built-in web client in it (tools/e2e.sh).
-packages=(pkg-config libopenblas-dev libasound2-dev libopus-dev libogg-dev alsa-utils haproxy python3-yaml chromium)
+packages=(pkg-config libopenblas-dev libasound2-dev libopus-dev libogg-dev alsa-utils haproxy python3-yaml chromium
+          libwebrtc-audio-processing-dev libspeexdsp-dev espeak-ng)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

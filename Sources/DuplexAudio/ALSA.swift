@@ -186,10 +186,17 @@ public final class ALSADevice: @unchecked Sendable {
     }
 
     /// Frames queued in the device (playback: not yet played; capture: not yet read).
-    public var delayFrames: Int {
+    public var delayFrames: Int { reportedDelayFrames ?? 0 }
+
+    /// `delayFrames`, or nil when the device does not report it (`snd_pcm_delay` fails).
+    public var reportedDelayFrames: Int? {
+        if delayUnavailableForTesting { return nil }
         var delay: snd_pcm_sframes_t = 0
-        return snd_pcm_delay(pcm, &delay) >= 0 ? Int(delay) : 0
+        return snd_pcm_delay(pcm, &delay) >= 0 ? Int(max(0, delay)) : nil
     }
+
+    /// Test hook: the device stops reporting its delay, as some plugins never do.
+    var delayUnavailableForTesting = false
 
     /// Lets queued playback finish.
     public func drain() { snd_pcm_drain(pcm) }

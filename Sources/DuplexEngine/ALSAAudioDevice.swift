@@ -113,8 +113,17 @@ public final class ALSAAudioDevice: FrameSource, FrameSink, @unchecked Sendable 
         return true
     }
 
-    public var outputDelay: UInt64 {
+    public var outputDelay: UInt64 { reportedOutputDelay ?? 0 }
+
+    public var reportedOutputDelay: UInt64? {
         guard let playback else { return 0 }
-        return UInt64(max(0, playback.delayFrames)) * 1_000_000_000 / UInt64(playback.sampleRate)
+        return playback.reportedDelayFrames.map { UInt64($0) * 1_000_000_000 / UInt64(playback.sampleRate) }
+    }
+
+    /// What the device holds captured and not yet read, plus what this object holds converted
+    /// and not yet handed out.
+    public var captureDelay: UInt64? {
+        guard let frames = capture.reportedDelayFrames else { return nil }
+        return UInt64(frames) * 1_000_000_000 / UInt64(capture.sampleRate) + UInt64(backlogCount) * 1_000_000_000 / UInt64(modelRate)
     }
 }

@@ -15,10 +15,15 @@ public protocol FrameSource: AnyObject {
     /// Makes a blocked `read` return soon (the loop is stopping); called from another thread.
     /// Sources whose reads never block for long need nothing.
     func cancel()
+    /// How long ago the last sample handed out by `read` was captured (audio still held by the
+    /// device and the source), as the device reports it; nil when it cannot tell. Read on the
+    /// reading thread right after `read`: the echo canceller's alignment.
+    var captureDelay: UInt64? { get }
 }
 
 extension FrameSource {
     public func cancel() {}
+    public var captureDelay: UInt64? { 0 }
 }
 
 public enum SourcePacing: Sendable, Equatable {
@@ -41,10 +46,14 @@ public protocol FrameSink: AnyObject {
     func write(_ samples: UnsafePointer<Float>, count: Int) throws -> Bool
     /// How long what the sink already holds will take to play (a device buffer), in nanoseconds.
     var outputDelay: UInt64 { get }
+    /// `outputDelay`, or nil when the device cannot tell (the echo canceller then cannot line
+    /// up what was played with what was heard).
+    var reportedOutputDelay: UInt64? { get }
 }
 
 extension FrameSink {
     public var outputDelay: UInt64 { 0 }
+    public var reportedOutputDelay: UInt64? { outputDelay }
 }
 
 // MARK: - in-memory and virtual sources and sinks
