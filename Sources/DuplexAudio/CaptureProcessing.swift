@@ -86,6 +86,7 @@ public final class CaptureProcessingStatus: Sendable {
     private let nanoseconds = Atomic<UInt64>(0)
     private let nonFiniteCount = Atomic<Int>(0)
     private let failureCode = Atomic<Int32>(0)
+    private let settledBits = Atomic<UInt32>(Float.nan.bitPattern)
 
     public init() {}
 
@@ -104,7 +105,12 @@ public final class CaptureProcessingStatus: Sendable {
     /// The library's last error code (0: none); the chunk then passed through unprocessed.
     public var lastErrorCode: Int32 { failureCode.load(ordering: .relaxed) }
 
-    func publish(erle: Float, libraryErle: Float, delay: Int) {
+    /// ERLE over everything after the first two seconds in which the far end played (the
+    /// convergence the gate allows), NaN before.
+    public var settledErleDecibels: Float { Float(bitPattern: settledBits.load(ordering: .relaxed)) }
+
+    func publish(erle: Float, libraryErle: Float, delay: Int, settled: Float) {
+        settledBits.store(settled.bitPattern, ordering: .relaxed)
         erleBits.store(erle.bitPattern, ordering: .relaxed)
         libraryErleBits.store(libraryErle.bitPattern, ordering: .relaxed)
         delayBits.store(delay, ordering: .relaxed)
@@ -166,6 +172,8 @@ public final class CaptureProcessor {
     private var micPower: Double = 0
     private var outPower: Double = 0
     private var meteredChunks = 0
+    private var settledMic: Double = 0
+    private var settledOut: Double = 0
     private var chunksSincePublish = 0
     private var lastDelay = -1
 
@@ -329,6 +337,10 @@ public final class CaptureProcessor {
             micPower += a * (mic / n - micPower)
             outPower += a * (out / n - outPower)
             meteredChunks += 1
+            if meteredChunks > 200 {
+                settledMic += mic
+                settledOut += out
+            }
         }
         chunksSincePublish += 1
         guard chunksSincePublish >= 50 else { return }
@@ -350,6 +362,7 @@ public final class CaptureProcessor {
         }
         // The echo's delay: duplex's estimate where it aligns the streams, else the library's.
         let delay = delayEstimator.delayFrames.map { $0 * 1000 / sampleRate } ?? lastDelay
-        status.publish(erle: erle, libraryErle: libraryErle, delay: delay)
+        let settled = settledMic > 0 ? Float(10 * log10(settledMic / max(settledOut, settledMic * 1e-10))) : .nan
+        status.publish(erle: erle, libraryErle: libraryErle, delay: delay, settled: settled)
     }
 }

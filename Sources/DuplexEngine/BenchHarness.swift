@@ -33,6 +33,34 @@ public final class BenchHarness {
         public var contextFrames = 0
         /// What an LM step reads, when the processor is a local session (nil otherwise).
         public var lmStep: LMStepBytes?
+        /// The capture processing (echo cancellation …) when it ran: its own stage, on the
+        /// capture thread.
+        public var capture: CaptureStage?
+    }
+
+    /// What the capture processing cost and achieved in a run.
+    public struct CaptureStage: Sendable {
+        public var summary: String
+        /// Processing time per 80 ms frame (ms), every frame of the run.
+        public var cost = Percentiles()
+        public var erleDecibels: Double?
+        public var settledErleDecibels: Double?
+        public var libraryErleDecibels: Double?
+        public var echoDelayMilliseconds: Int?
+        /// The simulated room, when one was between the speaker and the microphone.
+        public var room: String?
+
+        public init(_ processing: EchoCancellation, room: String?) {
+            summary = processing.options.summary
+            for ns in processing.source.drainFrameCosts() { cost.record(Double(ns) / 1e6) }
+            let s = processing.status
+            func finite(_ x: Float) -> Double? { x.isFinite ? Double(x) : nil }
+            erleDecibels = finite(s.erleDecibels)
+            settledErleDecibels = finite(s.settledErleDecibels)
+            libraryErleDecibels = finite(s.libraryErleDecibels)
+            echoDelayMilliseconds = s.echoDelayMilliseconds >= 0 ? s.echoDelayMilliseconds : nil
+            self.room = room
+        }
     }
 
     /// Bytes one LM step streams: its weights, and its KV rings' visible entries, which grow

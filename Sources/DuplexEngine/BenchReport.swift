@@ -5,7 +5,9 @@ extension BenchHarness.Report {
     /// JSON with the keys tools rely on: latency_ms {p50,p95,p99,max}, stages_ms {stage: {p50,p95}},
     /// real_time_factor, deadline_misses, allocations_per_frame (null: not counted), peak_rss_bytes,
     /// frames, context_frames, and for a local LM kv_cache, weight_bytes_per_step and
-    /// kv_bytes_per_step {start, end} (+ counters and `extra`). Written by `JSONOutput`, so any string is
+    /// kv_bytes_per_step {start, end}, with capture processing capture {processing,
+    /// cost_ms_per_frame, erle_db, erle_after_2s_db, webrtc_erle_db, echo_delay_ms, room}
+    /// (+ counters and `extra`). Written by `JSONOutput`, so any string is
     /// escaped and a non-finite number becomes null.
     public func json(extra: [String: String] = [:]) -> String {
         func summary(_ p: Percentiles, max: Bool = false) -> [String: Any] {
@@ -33,6 +35,14 @@ extension BenchHarness.Report {
             object["weight_bytes_per_step"] = lm.weightBytes
             object["kv_bytes_per_step"] = ["start": lm.kvBytesAtStart, "end": lm.kvBytesAtEnd]
         }
+        if let c = capture {
+            object["capture"] = ["processing": c.summary, "cost_ms_per_frame": summary(c.cost, max: true),
+                                 "erle_db": c.erleDecibels.map { $0 as Any } ?? NSNull(),
+                                 "erle_after_2s_db": c.settledErleDecibels.map { $0 as Any } ?? NSNull(),
+                                 "webrtc_erle_db": c.libraryErleDecibels.map { $0 as Any } ?? NSNull(),
+                                 "echo_delay_ms": c.echoDelayMilliseconds.map { $0 as Any } ?? NSNull(),
+                                 "room": c.room.map { $0 as Any } ?? NSNull()] as [String: Any]
+        }
         for (k, v) in extra { object[k] = v }
         return ((try? JSONOutput.line(object, pretty: true)) ?? "{}") + "\n"
     }
@@ -45,6 +55,12 @@ extension BenchHarness.Report {
         for (name, v) in stages {
             lines.append(name.padding(toLength: 16, withPad: " ", startingAt: 0) + f(v.percentile(50)) + " " + f(v.percentile(95)) + " " + f(v.percentile(99)) + " " + f(v.mean))
         }
+        if let c = capture {
+            // The capture thread's own stage: not a term of the sum below (it runs while the
+            // next period is being captured), but what the processing costs per frame.
+            lines.append("capture (\(c.summary))")
+            lines.append("  per frame     " + f(c.cost.percentile(50)) + " " + f(c.cost.percentile(95)) + " " + f(c.cost.percentile(99)) + " " + f(c.cost.mean))
+        }
         lines.append("mic→speaker     " + f(latency.percentile(50)) + " " + f(latency.percentile(95)) + " " + f(latency.percentile(99)) + " " + f(latency.mean) + "   max " + String(format: "%.1f", latency.maximum))
         lines.append("")
         lines.append("frames measured        \(frames)")
@@ -55,6 +71,13 @@ extension BenchHarness.Report {
         if let lm = lmStep {
             func mb(_ bytes: Int) -> String { String(format: "%.2f MB", Double(bytes) / 1e6) }
             lines.append("LM bytes per step      weights \(mb(lm.weightBytes)), KV cache (\(lm.kvCache)) \(mb(lm.kvBytesAtStart)) at start → \(mb(lm.kvBytesAtEnd)) at end")
+        }
+        if let c = capture {
+            func db(_ x: Double?) -> String { x.map { String(format: "%.1f dB", $0) } ?? "–" }
+            lines.append("echo cancellation      ERLE \(db(c.settledErleDecibels)) after 2 s of far-end speech, \(db(c.erleDecibels)) over the last second"
+                         + (c.libraryErleDecibels != nil ? " (WebRTC's estimate \(db(c.libraryErleDecibels)))" : "")
+                         + ", echo delay " + (c.echoDelayMilliseconds.map { "\($0) ms" } ?? "not found"))
+            if let room = c.room { lines.append("simulated room         \(room)") }
         }
         lines.append("allocations per frame  " + (allocationsPerFrame.map { String(format: "%.2f", $0) } ?? "not counted"))
         lines.append(String(format: "peak RSS               %.1f MiB", Double(peakRSSBytes) / 1_048_576))

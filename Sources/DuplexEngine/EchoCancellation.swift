@@ -15,6 +15,8 @@ public final class EchoCancellation: @unchecked Sendable {
 
     /// Wraps `source` and `sink`, or says why it cannot: a missing library, a rate the backend
     /// refuses, devices that report no delay. The caller then runs without, after the warning.
+    /// A sink that is already an `EchoReferenceSink` (a simulated room's) gets the canceller's
+    /// reference added instead of a second tap.
     public static func make(source: FrameSource, sink: FrameSink, options: CaptureProcessingOptions,
                             alignment: EchoReference.Alignment, clock: any FrameClock = MonotonicClock()) -> Result<EchoCancellation, CaptureProcessingError> {
         if alignment == .clock {
@@ -28,7 +30,13 @@ public final class EchoCancellation: @unchecked Sendable {
             return .failure(CaptureProcessingError("\(error)"))
         }
         let reference = EchoReference(alignment: alignment)
-        let tap = EchoReferenceSink(sink, references: [reference], clock: clock)
+        let tap: EchoReferenceSink
+        if let existing = sink as? EchoReferenceSink {
+            existing.add(reference)
+            tap = existing
+        } else {
+            tap = EchoReferenceSink(sink, references: [reference], clock: clock)
+        }
         let cancelling = EchoCancellingSource(source, processor: processor, reference: reference, clock: clock)
         return .success(EchoCancellation(options: options, source: cancelling, sink: tap))
     }
@@ -58,7 +66,11 @@ public final class EchoCancellation: @unchecked Sendable {
         var text = "Capture processing \(options.summary)"
         if options.echoCanceller != .off {
             text += s.echoDelayMilliseconds >= 0 ? ", echo delay \(s.echoDelayMilliseconds) ms" : ", echo delay not found"
-            text += s.erleDecibels.isFinite ? String(format: ", ERLE %.1f dB over the last second the far end played", s.erleDecibels) : ", no ERLE yet (the far end hardly played)"
+            if s.settledErleDecibels.isFinite {
+                text += String(format: ", ERLE %.1f dB after the first 2 s of far-end speech (%.1f dB over the last second)", s.settledErleDecibels, s.erleDecibels)
+            } else {
+                text += s.erleDecibels.isFinite ? String(format: ", ERLE %.1f dB over the last second the far end played", s.erleDecibels) : ", no ERLE yet (the far end hardly played)"
+            }
             if s.libraryErleDecibels.isFinite { text += String(format: " (WebRTC's own estimate %.1f dB)", s.libraryErleDecibels) }
             text += ", \(source.processor.echoDelayChanges) echo path change(s), \(source.reference.realignments) realignment(s)"
         }

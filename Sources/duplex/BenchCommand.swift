@@ -61,6 +61,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Write latency per frame and its histogram as SVG here.")
     var plot: String?
 
+    @OptionGroup var capture: CaptureOptions
+    @OptionGroup var room: RoomOption
     @OptionGroup var sampling: SamplingOptions
     @OptionGroup var runtime: LMRuntimeOptions
     @OptionGroup var compute: ComputeOptions
@@ -76,6 +78,9 @@ struct Bench: ParsableCommand {
         if config != nil && !randomWeights { throw ValidationError("--config describes made-up weights: add --random-weights, or give --model DIR") }
         if randomWeights && model.model != nil { throw ValidationError("--random-weights makes its own weights: drop --model (or drop --random-weights)") }
         if alsa && input != nil { throw ValidationError("--input is the virtual microphone's signal; with --alsa the microphone is the device") }
+        if room.room != nil && alsa { throw ValidationError("--room simulates a room between the virtual speaker and microphone; with --alsa the room is real: drop one") }
+        if room.room != nil && flatOut { throw ValidationError("--room needs real-time pacing (the echo comes back in time): drop --flat-out") }
+        _ = try room.parameters()
     }
 
     func run() throws {
@@ -90,7 +95,7 @@ struct Bench: ParsableCommand {
         var options = BenchHarness.Options()
         options.frames = frames
         options.warmupFrames = warmup
-        let source: FrameSource, sink: FrameSink
+        var source: FrameSource, sink: FrameSink
         if alsa {
             let device = try ALSAAudioDevice(input: inputDevice ?? "default", output: outputDevice ?? "default")
             options.loop.periodFrames = device.periodFrames
@@ -99,6 +104,12 @@ struct Bench: ParsableCommand {
             source = SignalSource(try inputSignal(), loop: true, realtime: !flatOut)
             sink = flatOut ? NullSink() : VirtualSpeaker()
         }
+        // The processing `talk` would run, on the capture thread, between the (simulated) room
+        // and the model.
+        let roomParameters = try room.parameters()
+        if let roomParameters { (source, sink, _) = RoomOption.insert(roomParameters, source: source, sink: sink, alignment: .clock) }
+        let processing: EchoCancellation?
+        (source, sink, processing) = CaptureOptions.wrap(source: source, sink: sink, options: capture.resolve(defaultCanceller: .off), alignment: .clock)
         let processor: FrameProcessor = positiveControl ? AllocatingProcessor(session) : session
         let harness = BenchHarness(processor: processor, source: source, sink: sink, options: options, allocationCount: Allocations.counter)
         Allocations.start()
@@ -107,10 +118,12 @@ struct Bench: ParsableCommand {
         let kvAtStart = session.nextStepKVBytes
         var report = try harness.run(contextFrames: contextFill)
         Allocations.stop()
+        report.capture = processing.map { BenchHarness.CaptureStage($0, room: roomParameters?.spec) }
         report.lmStep = .init(kvCache: engine.kvCache.rawValue, weightBytes: engine.lm.weightBytesPerStep, kvBytesAtStart: kvAtStart,
                               kvBytesAtEnd: session.nextStepKVBytes)
         let mode = flatOut ? "flat out" : alsa ? "ALSA \(inputDevice ?? "default") → \(outputDevice ?? "default")" : "real-time paced"
         let title = "duplex bench: \(engine.name), \(compute.resolvedThreads) thread(s), \(mode)" + (contextFill > 0 ? ", context filled to \(contextFill)" : "")
+            + (roomParameters != nil ? ", simulated room" : "")
         print(report.table(title: title), terminator: "")
         let c = engine.config
         let extra = ["model": engine.name, "threads": "\(compute.resolvedThreads)", "mode": flatOut ? "flat_out" : (alsa ? "alsa" : "realtime"),

@@ -7,7 +7,7 @@ import Foundation
 /// hears it. `talk` cancels echo by default; `bench` and `pipe` leave the input untouched unless
 /// asked (so their figures and bytes stay comparable), `duplex aec` works on files.
 struct CaptureOptions: ParsableArguments {
-    @Option(help: "Echo cancellation: webrtc (WebRTC's audio processing module, the strongest), speex (SpeexDSP, lighter) or off. Default: webrtc for talk, off for bench and pipe.")
+    @Option(help: "Echo cancellation: webrtc (WebRTC's audio processing module, the strongest), speex (SpeexDSP, lighter) or off. Default: webrtc for talk and aec, off for bench and pipe.")
     var aec: String?
 
     @Option(help: "Noise suppression: on or off (default: on with an echo canceller; SpeexDSP's residual-echo suppression works only with it).")
@@ -60,5 +60,26 @@ struct CaptureOptions: ParsableArguments {
             warn("warning: capture processing (\(options.summary)) is off: \(error)")
             return (source, sink, nil)
         }
+    }
+}
+
+/// `--room SPEC`: a simulated room between the virtual loudspeaker and microphone (bench, pipe),
+/// so that echo cancellation can be measured with no sound card.
+struct RoomOption: ParsableArguments {
+    @Option(help: "Put a simulated room between the loudspeaker and the microphone: what the model says comes back as echo, mixed into the input. SPEC is comma-separated, e.g. delay=60ms,rt60=400ms,echo=-6dB,noise=-60dB,drift=5ppm,jump=8s:40ms,seed=1 (any key may be left out; `default` takes them all).")
+    var room: String?
+
+    func parameters() throws -> RoomParameters? {
+        guard let room else { return nil }
+        do { return try RoomParameters(spec: room) } catch { throw ValidationError("--room: \(error)") }
+    }
+
+    /// `source` becomes the near-end talker in the room, `sink` the loudspeaker whose echo it hears.
+    static func insert(_ parameters: RoomParameters, source: FrameSource, sink: FrameSink,
+                       alignment: EchoReference.Alignment) -> (source: FrameSource, sink: FrameSink, room: RoomSource) {
+        let reference = EchoReference(alignment: alignment)
+        let tap = EchoReferenceSink(sink, references: [reference])
+        let room = RoomSource(near: source, room: SimulatedRoom(parameters), reference: reference)
+        return (room, tap, room)
     }
 }

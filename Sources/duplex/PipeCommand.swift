@@ -28,6 +28,8 @@ struct Pipe: ParsableCommand {
     @Option(help: "Write the inner monologue here (default: stderr).")
     var text: String?
 
+    @OptionGroup var capture: CaptureOptions
+    @OptionGroup var room: RoomOption
     @OptionGroup var sampling: SamplingOptions
     @OptionGroup var persona: PersonaOptions
     @OptionGroup var runtime: LMRuntimeOptions
@@ -36,6 +38,7 @@ struct Pipe: ParsableCommand {
     func validate() throws {
         guard SampleFormat(rawValue: format) != nil else { throw ValidationError("--format must be s16le or f32le, got \(format)") }
         guard (8000...192_000).contains(rate) else { throw ValidationError("--rate must be between 8000 and 192000 Hz, got \(rate)") }
+        _ = try room.parameters()
     }
 
     func run() throws {
@@ -46,9 +49,21 @@ struct Pipe: ParsableCommand {
         let textOut = try TextOutput(path: text)
         let format = SampleFormat(rawValue: self.format)!
         let length = PCMStreamLength()
-        let source = PCMStreamSource(fd: STDIN_FILENO, format: format, rate: rate, realtime: realtime, length: length)
-        let sink = PCMStreamSink(fd: STDOUT_FILENO, format: format, rate: rate, length: length)
+        let stdin = PCMStreamSource(fd: STDIN_FILENO, format: format, rate: rate, realtime: realtime, length: length)
+        var source: FrameSource = stdin
+        var sink: FrameSink = PCMStreamSink(fd: STDOUT_FILENO, format: format, rate: rate, length: length)
+        // On a pipe, input sample n and output sample n share a timeline, and the answer to a
+        // frame goes out after the frame came in: what was played one frame earlier is what an
+        // echo of it can first carry.
+        let alignment = EchoReference.Alignment.streamPosition(latencyFrames: engine.frameSize)
+        if let parameters = try room.parameters() {
+            (source, sink, _) = RoomOption.insert(parameters, source: source, sink: sink, alignment: alignment)
+            warn("simulated room: \(parameters.spec)")
+        }
+        let processing: EchoCancellation?
+        (source, sink, processing) = CaptureOptions.wrap(source: source, sink: sink, options: capture.resolve(defaultCanceller: .off), alignment: alignment)
         let frameSeconds = Double(engine.frameSize) / 24_000
+        defer { if let processing { warn(processing.summaryText) } }
         do {
             _ = try FrameLoop.runInline(processor: session, source: source, sink: sink) { pipeline in
                 pipeline.drainText { event in
@@ -59,8 +74,8 @@ struct Pipe: ParsableCommand {
         } catch {
             throw CLIError("\(error)")
         }
-        if source.trailingBytes > 0 {
-            warn("warning: input ended with \(source.trailingBytes) byte(s) that do not make a whole \(self.format) sample; ignored")
+        if stdin.trailingBytes > 0 {
+            warn("warning: input ended with \(stdin.trailingBytes) byte(s) that do not make a whole \(self.format) sample; ignored")
         }
     }
 }

@@ -17,8 +17,11 @@ struct Talk: AsyncParsableCommand {
             Devices are ALSA names (`duplex devices` lists them): default, plughw:1,0, … Devices that only offer \
             44.1/48 kHz or stereo are resampled and mixed. --connect ws://HOST:PORT talks to a model served \
             elsewhere (`duplex serve`, or Kyutai's own server) with Opus on the wire. --pipe replaces the sound \
-            card by raw s16le 24 kHz on stdin/stdout, paced in real time. Use headphones: there is no echo \
-            cancellation, so the model would hear itself.
+            card by raw s16le 24 kHz on stdin/stdout, paced in real time. Loudspeakers work: the microphone goes \
+            through echo cancellation first (--aec webrtc by default, with noise suppression, an 80 Hz high-pass and \
+            gain control), its reference exactly what was handed to the playback device, lined up with the capture \
+            by the devices' reported delays; the status line shows the echo delay found and the ERLE. --aec off for \
+            headphones.
             """)
 
     @OptionGroup var model: ModelOption
@@ -47,6 +50,7 @@ struct Talk: AsyncParsableCommand {
     @Flag(help: "No sound card: raw s16le 24 kHz mono from stdin is the microphone (paced in real time) and the answer goes to stdout; text and the summary go to stderr.")
     var pipe = false
 
+    @OptionGroup var capture: CaptureOptions
     @OptionGroup var sampling: SamplingOptions
     @OptionGroup var persona: PersonaOptions
     @OptionGroup var runtime: LMRuntimeOptions
@@ -101,7 +105,7 @@ struct Talk: AsyncParsableCommand {
 
     /// The live loop over the chosen source and sink, the screen, and the summary.
     private func converse(processor: FrameProcessor, engine: EngineModel?, remote: RemoteConversation?, stop: StopSignal) throws {
-        let source: FrameSource, sink: FrameSink
+        var source: FrameSource, sink: FrameSink
         var options = LiveLoop.Options()
         options.recordSeconds = record == nil ? nil : 10
         var device: ALSAAudioDevice?
@@ -113,6 +117,11 @@ struct Talk: AsyncParsableCommand {
             options.periodFrames = d.periodFrames
             (source, sink, device) = (d, d, d)
         }
+        // Between the microphone and the model, on the capture thread; its reference is what the
+        // playback thread hands the device. Without the library or the devices' delays: a warning,
+        // and the conversation goes on without.
+        let processing: EchoCancellation?
+        (source, sink, processing) = CaptureOptions.wrap(source: source, sink: sink, options: capture.resolve(defaultCanceller: .webrtc), alignment: .clock)
         let loop = LiveLoop(processor: processor, source: source, sink: sink, options: options)
         let ui = TerminalUI(toStderr: pipe)
         let who = remote == nil ? (engine?.name ?? "") : "connected to \(connect ?? "")"
@@ -160,6 +169,7 @@ struct Talk: AsyncParsableCommand {
                         + "  lag \(loop.pipeline.queuedInputFrames) frame(s)"
                 }
                 if let device { line += "  xruns in \(device.xruns.capture) out \(device.xruns.playback)" }
+                if let processing { line += "  " + processing.statusText }
                 ui.status(line)
             })
         } catch {
@@ -184,6 +194,7 @@ struct Talk: AsyncParsableCommand {
             if let message = remote.errorMessage { summary += " Server error: \(message)." }
         }
         if let note = loop.priorityNote { summary += " Audio threads: \(note)." }
+        summary += processing.map { " " + $0.summaryText } ?? (capture.resolve(defaultCanceller: .webrtc).isIdentity ? " No echo cancellation (--aec off)." : "")
         if end == .endOfInput { summary += " End of input." }
         ui.finish(([summary] + notes).joined(separator: "\n"))
         if let failure { throw CLIError("\(failure)") }
