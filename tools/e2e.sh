@@ -165,6 +165,50 @@ talk_dead_speaker() {
 }
 check "talk: a playback device that fails ends talk with its error and the summary" talk_dead_speaker
 
+# Echo cancellation (issue: talk on loudspeakers). The model path is untouched without it; over a
+# simulated room (the model's own voice coming back into the microphone) the canceller reaches its
+# ERLE gate on the live threads with nothing allocated per frame; talk cancels by default and a
+# missing library is a warning, never a dead microphone.
+pipe_aec_off_same_bytes() { $duplex pipe --seed 7 --aec off < "$work/in24.raw" > "$work/aecoff.raw" 2>/dev/null && cmp "$work/a.raw" "$work/aecoff.raw"; }
+check "pipe --aec off: the same bytes as pipe without it (the model path unchanged)" pipe_aec_off_same_bytes
+python3 -c "import wave; w=wave.open('$work/silence.wav','wb'); w.setnchannels(1); w.setsampwidth(2); w.setframerate(24000); w.writeframes(bytes(2*24000*12)); w.close()"
+bench_aec_room() {
+    for backend in webrtc:25 speex:15; do
+        local name=${backend%%:*} gate=${backend##*:}
+        $duplex bench --frames 100 --warmup 10 -t 2 --input "$work/silence.wav" --room delay=60ms,rt60=400ms,echo=-3dB \
+            --aec "$name" --json "$work/aec-$name.json" > "$work/aec-$name.txt" 2>&1 &&
+        python3 - "$work/aec-$name.json" "$gate" <<'PY' || return 1
+import json, sys
+r = json.load(open(sys.argv[1])); c = r["capture"]
+assert c["erle_after_2s_db"] is not None and c["erle_after_2s_db"] >= float(sys.argv[2]), c
+assert c["echo_delay_ms"] is not None and abs(c["echo_delay_ms"] - 60) <= 6, c
+assert c["cost_ms_per_frame"]["p95"] < 10, c
+assert r["allocations_per_frame"] == 0 and r["deadline_misses"] == 0, r
+print(f"  {c['processing']}: ERLE {c['erle_after_2s_db']:.1f} dB after 2 s, echo {c['echo_delay_ms']} ms, {c['cost_ms_per_frame']['p50']:.2f} ms per frame")
+PY
+    done
+}
+check "bench --room --aec webrtc|speex: ERLE gate (25/15 dB), delay found, own stage, 0 allocations" bench_aec_room
+pipe_aec_room() {
+    $duplex pipe --seed 7 --room delay=60ms,rt60=300ms --aec webrtc < "$work/in24.raw" > "$work/aecroom.raw" 2>"$work/aecroom.txt" &&
+    [ "$(size "$work/aecroom.raw")" = "$(size "$work/in24.raw")" ] && grep -q "Capture processing webrtc aec.*echo delay 60 ms" "$work/aecroom.txt"
+}
+check "pipe --room --aec webrtc: the echo delay found, every sample out" pipe_aec_room
+talk_aec_default() {
+    ALSA_CONFIG_PATH="$work/asound.conf" timeout 60 $duplex talk -i e2e_mic -o e2e_speaker --seconds 1 > "$work/talk5.txt" 2>&1 &&
+    grep -q "Capture processing webrtc aec + ns + agc + high-pass" "$work/talk5.txt"
+}
+check "talk: echo cancellation on by default on ALSA devices, in the summary" talk_aec_default
+talk_aec_missing_library() {
+    DUPLEX_WEBRTC_APM_LIBRARY=/nonexistent/libwebrtc.so ALSA_CONFIG_PATH="$work/asound.conf" timeout 60 $duplex talk -i e2e_mic -o e2e_speaker --seconds 1 > "$work/talk6.txt" 2>&1 &&
+    grep -q "warning: capture processing .* is off: cannot load /nonexistent/libwebrtc.so" "$work/talk6.txt" &&
+    grep -q "libwebrtc-audio-processing1" "$work/talk6.txt" && grep -q "Mic-to-speaker latency" "$work/talk6.txt" &&
+    grep -q "No echo cancellation: cannot load" "$work/talk6.txt"
+}
+check "talk: a missing WebRTC library is a warning and talk goes on without it" talk_aec_missing_library
+check "talk: --aec bogus is refused" refused "--aec bogus" $duplex talk --aec bogus --seconds 1
+check "bench: --room with --flat-out is refused" refused "--room needs real-time" $duplex bench --room default --flat-out
+
 # Quantized models: --quantize at load, duplex quantize to a GGUF that info reads in candle's
 # layout and a folder runs from, an unknown format refused.
 quantize_pipe() { $duplex pipe --seed 7 --quantize q8 < "$work/in24.raw" > "$work/q.raw" 2>"$work/q.txt" &&

@@ -109,7 +109,7 @@ struct Bench: ParsableCommand {
         let roomParameters = try room.parameters()
         if let roomParameters { (source, sink, _) = RoomOption.insert(roomParameters, source: source, sink: sink, alignment: .clock) }
         let processing: EchoCancellation?
-        (source, sink, processing) = CaptureOptions.wrap(source: source, sink: sink, options: capture.resolve(defaultCanceller: .off), alignment: .clock)
+        (source, sink, processing, _) = CaptureOptions.wrap(source: source, sink: sink, options: capture.resolve(defaultCanceller: .off), alignment: .clock)
         let processor: FrameProcessor = positiveControl ? AllocatingProcessor(session) : session
         let harness = BenchHarness(processor: processor, source: source, sink: sink, options: options, allocationCount: Allocations.counter)
         Allocations.start()

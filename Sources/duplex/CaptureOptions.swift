@@ -51,14 +51,14 @@ struct CaptureOptions: ParsableArguments {
     /// missing library, devices that report no delay) and returns them as they were: a
     /// conversation without echo cancellation beats none.
     static func wrap(source: FrameSource, sink: FrameSink, options: CaptureProcessingOptions,
-                     alignment: EchoReference.Alignment) -> (source: FrameSource, sink: FrameSink, processing: EchoCancellation?) {
-        guard !options.isIdentity else { return (source, sink, nil) }
+                     alignment: EchoReference.Alignment) -> (source: FrameSource, sink: FrameSink, processing: EchoCancellation?, offBecause: String?) {
+        guard !options.isIdentity else { return (source, sink, nil, nil) }
         switch EchoCancellation.make(source: source, sink: sink, options: options, alignment: alignment) {
         case .success(let processing):
-            return (processing.source, processing.sink, processing)
+            return (processing.source, processing.sink, processing, nil)
         case .failure(let error):
             warn("warning: capture processing (\(options.summary)) is off: \(error)")
-            return (source, sink, nil)
+            return (source, sink, nil, error.description)
         }
     }
 }

@@ -61,7 +61,7 @@ struct Pipe: ParsableCommand {
             warn("simulated room: \(parameters.spec)")
         }
         let processing: EchoCancellation?
-        (source, sink, processing) = CaptureOptions.wrap(source: source, sink: sink, options: capture.resolve(defaultCanceller: .off), alignment: alignment)
+        (source, sink, processing, _) = CaptureOptions.wrap(source: source, sink: sink, options: capture.resolve(defaultCanceller: .off), alignment: alignment)
         let frameSeconds = Double(engine.frameSize) / 24_000
         defer { if let processing { warn(processing.summaryText) } }
         do {

@@ -120,8 +120,8 @@ struct Talk: AsyncParsableCommand {
         // Between the microphone and the model, on the capture thread; its reference is what the
         // playback thread hands the device. Without the library or the devices' delays: a warning,
         // and the conversation goes on without.
-        let processing: EchoCancellation?
-        (source, sink, processing) = CaptureOptions.wrap(source: source, sink: sink, options: capture.resolve(defaultCanceller: .webrtc), alignment: .clock)
+        let processing: EchoCancellation?, processingOff: String?
+        (source, sink, processing, processingOff) = CaptureOptions.wrap(source: source, sink: sink, options: capture.resolve(defaultCanceller: .webrtc), alignment: .clock)
         let loop = LiveLoop(processor: processor, source: source, sink: sink, options: options)
         let ui = TerminalUI(toStderr: pipe)
         let who = remote == nil ? (engine?.name ?? "") : "connected to \(connect ?? "")"
@@ -194,7 +194,13 @@ struct Talk: AsyncParsableCommand {
             if let message = remote.errorMessage { summary += " Server error: \(message)." }
         }
         if let note = loop.priorityNote { summary += " Audio threads: \(note)." }
-        summary += processing.map { " " + $0.summaryText } ?? (capture.resolve(defaultCanceller: .webrtc).isIdentity ? " No echo cancellation (--aec off)." : "")
+        if let processing {
+            summary += " " + processing.summaryText
+        } else if let processingOff {
+            summary += " No echo cancellation: \(processingOff)."
+        } else {
+            summary += " No echo cancellation (--aec off)."
+        }
         if end == .endOfInput { summary += " End of input." }
         ui.finish(([summary] + notes).joined(separator: "\n"))
         if let failure { throw CLIError("\(failure)") }
