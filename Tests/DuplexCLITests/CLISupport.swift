@@ -38,13 +38,16 @@ func cliScratch() throws -> URL {
 }
 
 /// Runs `duplex arguments…` as a user would and checks it neither crashed nor was killed.
-func runDuplex(_ arguments: [String], stdin: URL? = nil, file: StaticString = #filePath, line: UInt = #line) throws -> CLIRun {
+/// `environment` is added to this process's own (e.g. a library override).
+func runDuplex(_ arguments: [String], stdin: URL? = nil, environment: [String: String] = [:],
+               file: StaticString = #filePath, line: UInt = #line) throws -> CLIRun {
     let dir = try cliScratch()
     let out = dir.appendingPathComponent("stdout-\(UUID().uuidString)"), err = dir.appendingPathComponent("stderr-\(UUID().uuidString)")
     for f in [out, err] { XCTAssertTrue(FileManager.default.createFile(atPath: f.path, contents: nil), file: file, line: line) }
     let process = Process()
     process.executableURL = try duplexBinary()
     process.arguments = arguments
+    if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new } }
     process.standardOutput = try FileHandle(forWritingTo: out)
     process.standardError = try FileHandle(forWritingTo: err)
     if let stdin { process.standardInput = try FileHandle(forReadingFrom: stdin) }

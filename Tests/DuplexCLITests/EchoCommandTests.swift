@@ -129,7 +129,7 @@ final class EchoCommandTests: XCTestCase {
     private func assertFails(_ arguments: [String], status expectedStatus: Int32? = nil, mentions expected: [String],
                              environment: [String: String] = [:], file: StaticString = #filePath, line: UInt = #line) throws {
         let clean = try scratch("clean.wav")
-        let run = try runDuplexWithEnvironment(arguments + ["--out", clean], environment: environment, file: file, line: line)
+        let run = try runDuplex(arguments + ["--out", clean], environment: environment, file: file, line: line)
         XCTAssertNotEqual(run.status, 0, "duplex \(arguments) succeeded: \(run.stdout)", file: file, line: line)
         if let expectedStatus { XCTAssertEqual(run.status, expectedStatus, run.stderr, file: file, line: line) }
         for text in expected {
@@ -192,33 +192,6 @@ final class EchoCommandTests: XCTestCase {
         let mic = try TestWAV.read(out)
         XCTAssertTrue(mic.samples.allSatisfy { $0.isFinite && abs($0) <= 1 })
         XCTAssertTrue(mic.samples.contains { abs($0) == 1 })
-    }
-
-    // MARK: support
-
-    /// `runDuplex` with extra environment variables (the library overrides), with its crash checks.
-    private func runDuplexWithEnvironment(_ arguments: [String], environment: [String: String],
-                                          file: StaticString = #filePath, line: UInt = #line) throws -> CLIRun {
-        guard !environment.isEmpty else { return try runDuplex(arguments, file: file, line: line) }
-        let dir = try cliScratch()
-        let out = dir.appendingPathComponent("stdout-\(UUID().uuidString)"), err = dir.appendingPathComponent("stderr-\(UUID().uuidString)")
-        for f in [out, err] { XCTAssertTrue(FileManager.default.createFile(atPath: f.path, contents: nil), file: file, line: line) }
-        let process = Process()
-        process.executableURL = try duplexBinary()
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        process.standardOutput = try FileHandle(forWritingTo: out)
-        process.standardError = try FileHandle(forWritingTo: err)
-        try process.run()
-        process.waitUntilExit()
-        let result = CLIRun(status: process.terminationStatus,
-                            stdout: (try? String(contentsOf: out, encoding: .utf8)) ?? "",
-                            stderr: (try? String(contentsOf: err, encoding: .utf8)) ?? "")
-        XCTAssertEqual(process.terminationReason, .exit, "duplex \(arguments) was killed by a signal: \(result.stderr)", file: file, line: line)
-        for crash in ["Fatal error", "Stack dump", "stack trace", "Segmentation", "Illegal instruction"] {
-            XCTAssertFalse(result.stderr.contains(crash), "duplex \(arguments) crashed: \(result.stderr)", file: file, line: line)
-        }
-        return result
     }
 }
 

@@ -1,4 +1,4 @@
-import DuplexAudio
+@testable import DuplexAudio
 import Foundation
 import Synchronization
 import XCTest
@@ -164,5 +164,26 @@ final class EchoCancellationLoopTests: XCTestCase {
         XCTAssertEqual(Array(heard[(10 * 1920)...]), Array(voice[(10 * 1920)...]), "after the delay is lost the microphone is untouched")
         XCTAssertEqual(processing.source.fallbackReason, "the capture device stopped reporting its delay")
         XCTAssertTrue(processing.statusText.contains("aec off (the capture device stopped reporting its delay)"), processing.statusText)
+    }
+
+    /// The same through ALSA (file and null plugins): the devices report their delays and the
+    /// canceller starts; a capture device whose `snd_pcm_delay` fails is refused with the reason.
+    func testAnALSADeviceWithoutADelayIsRefused() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("duplex-aec-alsa-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let input = dir.appendingPathComponent("in.raw").path
+        XCTAssertTrue(FileManager.default.createFile(atPath: input, contents: Data(count: 48_000)))
+        let configuration = """
+            pcm.aec_capture { type file; slave.pcm "aec_null"; file "/dev/null"; infile "\(input)"; format "raw" }
+            pcm.aec_playback { type file; slave.pcm "aec_null"; file "/dev/null"; format "raw" }
+            pcm.aec_null { type null }
+            """
+        let device = try ALSAAudioDevice(input: "aec_capture", output: "aec_playback", configuration: configuration)
+        XCTAssertNoThrow(try EchoCancellation.make(source: device, sink: device, options: CaptureProcessingOptions(echoCanceller: .webrtc), alignment: .clock).get())
+        device.capture.delayUnavailableForTesting = true
+        guard case .failure(let error) = EchoCancellation.make(source: device, sink: device, options: CaptureProcessingOptions(echoCanceller: .webrtc), alignment: .clock) else {
+            return XCTFail("a capture device that reports no delay was accepted")
+        }
+        XCTAssertTrue(error.description.contains("capture device reports no delay"), error.description)
     }
 }
