@@ -7,7 +7,7 @@ import Synchronization
 /// passes what is played to the sink and into the references; `EchoCancellingSource` reads the
 /// microphone and cleans it on the reading thread before the pipeline sees it. Either side stays
 /// on its own thread; they share only lock-free rings.
-public final class EchoCancellation: @unchecked Sendable {
+public final class EchoCancellation {
     public let options: CaptureProcessingOptions
     public let source: EchoCancellingSource
     public let sink: EchoReferenceSink
@@ -19,6 +19,7 @@ public final class EchoCancellation: @unchecked Sendable {
     /// reference added instead of a second tap.
     public static func make(source: FrameSource, sink: FrameSink, options: CaptureProcessingOptions,
                             alignment: EchoReference.Alignment, clock: any FrameClock = MonotonicClock()) -> Result<EchoCancellation, CaptureProcessingError> {
+        if options.isIdentity { return .failure(CaptureProcessingError("no processing asked for (--aec off without --ns, --agc or --high-pass)")) }
         if alignment == .clock {
             if source.captureDelay == nil { return .failure(CaptureProcessingError("the capture device reports no delay, so what it hears cannot be lined up with what was played")) }
             if sink.reportedOutputDelay == nil { return .failure(CaptureProcessingError("the playback device reports no delay, so what was played cannot be lined up with what is heard")) }
