@@ -18,7 +18,9 @@ public struct ModelError: Error, CustomStringConvertible, Sendable {
 ///
 /// config.json may rename the files (`moshi_name`, `mimi_name`, `tokenizer_name`), as Kyutai's
 /// later repos do. A `duplex` object in config.json may declare the weights random
-/// (`"random_weights_seed": N`): the embedded default model ships no weights, only its shape.
+/// (`"random_weights_seed": N`): the embedded default model ships its shape, and whichever of its
+/// weight files it has (a codec trained before its LM: `mimi_name` present is read, strictly at
+/// the declared `duplex.mimi` shape; what is absent is made up from the seed).
 /// Files are checked when a command needs them, each error naming the file.
 public struct ModelFolder: Sendable {
     public let path: String
@@ -170,19 +172,53 @@ public struct ModelFolder: Sendable {
         }
     }
 
+    /// Whether the codec is read from a file (always, unless the folder declares random weights
+    /// and has no file named by `mimi_name`).
+    public var mimiFromFile: Bool {
+        randomWeightsSeed == nil || FileManager.default.fileExists(atPath: file(config.mimiName))
+    }
+
+    /// What `loaded …` says of the weights: from files, made up, or a trained codec with a
+    /// made-up LM.
+    public var weightsDescription: String {
+        guard randomWeightsSeed != nil else { return "weights from files" }
+        return mimiFromFile ? "codec from \(Self.localName(config.mimiName)), LM random weights, untrained" : "random weights, untrained"
+    }
+
     /// The Mimi codec with as many codebooks as the LM models per stream.
     public func loadMimi() throws -> Mimi {
         let codebooks = max(config.generatedStreams, config.userStreams)
-        if let randomWeightsSeed {
-            _ = codebooks
+        if let randomWeightsSeed, !mimiFromFile {
             return try Mimi(store: WeightStore(randomSeed: randomWeightsSeed &+ 1), config: randomMimiConfig)
         }
         let path = try mimiPath
+        let mimi: Mimi
         do {
-            return try Mimi.load(path: path, codebooks: codebooks)
+            if randomWeightsSeed != nil, try SafetensorsFile(path: path).metadata["config"] == nil {
+                // No recorded shape: the declared one, all of whose codebooks the file must hold.
+                mimi = try Mimi.load(path: path, codebooks: codebooks, config: randomMimiConfig)
+            } else {
+                mimi = try Mimi.load(path: path, codebooks: codebooks)
+            }
         } catch let error as SafetensorsError {
             throw ModelError("\(error)")
         }
+        if randomWeightsSeed != nil {
+            // The folder declares its codec's shape (`duplex.mimi`): a file of another shape is
+            // refused by name rather than run at it.
+            let declared = randomMimiConfig, found = mimi.config
+            let differences = [("filters", declared.filters, found.filters), ("dimension", declared.dimension, found.dimension),
+                               ("transformer_layers", declared.transformerLayers, found.transformerLayers),
+                               ("transformer_heads", declared.transformerHeads, found.transformerHeads),
+                               ("transformer_feedforward", declared.transformerFeedforward, found.transformerFeedforward),
+                               ("codebook_dimension", declared.codebookDimension, found.codebookDimension)]
+                .filter { $0.1 != $0.2 }.map { "\($0.0) \($0.2) (declared \($0.1))" }
+            if !differences.isEmpty {
+                throw ModelError("\(path) is a codec of another shape than config.json's duplex.mimi declares: "
+                                 + differences.joined(separator: ", "))
+            }
+        }
+        return mimi
     }
 
     public func loadTokenizer() throws -> SentencePieceTokenizer {

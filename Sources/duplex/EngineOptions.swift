@@ -61,7 +61,7 @@ struct ModelOption: ParsableArguments {
         let engine = try EngineModel.load(folder: folder, tokenizer: tokenizer || persona?.textPrompt != nil, kvCache: runtime.resolvedKVCache, quantize: recipe,
                                           progress: recipe == nil ? nil : { bar.update($0, of: $1) })
         bar.finish()
-        let kind = folder.randomWeightsSeed != nil ? "random weights, untrained" : "weights from files"
+        let kind = folder.weightsDescription
         let formats = engine.lm.matrixFormats.sorted { $0.value > $1.value }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
         warn(String(format: "loaded %@ (%@; LM matrices %@) in %.1f s", folder.path, kind, formats, Date().timeIntervalSince(start)))
         return engine

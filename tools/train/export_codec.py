@@ -59,6 +59,24 @@ def test_signal(manifest, seconds):
     return (0.5 * x / np.abs(x).max()).astype(np.float32), "synthetic"
 
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def portable_args(args):
+    """The training arguments as the shipped file may record them: no path of the machine that
+    trained it (a path inside the repository becomes relative to it, any other its file name)."""
+    def clean(v):
+        if isinstance(v, str) and os.path.isabs(v):
+            rel = os.path.relpath(v, REPO_ROOT)
+            return os.path.basename(v) if rel.startswith("..") else rel
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        return v
+    return clean(dict(args))
+
+
 def write_wav16(path, audio):
     pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype("<i2")
     with wave.open(path, "wb") as w:
@@ -114,7 +132,7 @@ def main():
             tensors[name] = v.to(torch.bfloat16)
         else:
             tensors[name] = v.float()
-    report = {"checkpoint": os.path.abspath(args.checkpoint), "output": os.path.abspath(args.output),
+    report = {**portable_args({"checkpoint": os.path.abspath(args.checkpoint), "output": os.path.abspath(args.output)}),
               "step": ckpt.get("step"), "train_minutes": round(ckpt.get("train_seconds", 0) / 60, 2),
               "eval_at_checkpoint": ckpt.get("eval"), "dtype": "bf16" if args.bf16 else "f32",
               "tensors": len(tensors), "parameters": int(sum(p.numel() for p in model.parameters()))}
@@ -128,7 +146,7 @@ def main():
 
     meta = {"config": json.dumps(cfg, sort_keys=True),
             "duplex_training": json.dumps({"step": ckpt.get("step"), "train_minutes": report["train_minutes"],
-                                           "args": ckpt.get("args", {}), "ctc_units": len(ckpt.get("vocab", []))}, sort_keys=True)}
+                                           "args": portable_args(ckpt.get("args", {})), "ctc_units": len(ckpt.get("vocab", []))}, sort_keys=True)}
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     save_file(tensors, args.output, metadata=meta)
     report["bytes"] = os.path.getsize(args.output)
@@ -200,7 +218,7 @@ def main():
     else:
         report["duplex"] = None if args.no_duplex else "no duplex binary found"
     with open(args.output + ".report.json", "w") as f:
-        json.dump(report, f, indent=1, default=str)
+        json.dump(portable_args(report), f, indent=1, default=str)
     print(f"report: {args.output}.report.json")
 
 
