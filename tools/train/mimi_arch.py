@@ -57,6 +57,34 @@ def build_mimi(cfg, device="cpu", **quantizer_training_kwargs):
     return model.to(device)
 
 
+def init_for_signal_propagation(model, gain=1.0):
+    """Re-initialises every convolution (SEANet, the ×2 resampling, the RVQ projections) so each
+    one preserves the variance of its input: weights N(0, gain² / fan_in), biases 0.
+
+    Why: PyTorch's default conv init (kaiming-uniform with a = √5, variance 1/(3·fan_in)) shrinks
+    the signal about √3× per conv. Through SEANet's 15 encoder convs the part of the latent that
+    depends on the input fell to 0.0045 (std over time) against biases of 0.028 — the latent was
+    nearly constant — and the decoder's output was 25-45 dB below its target in every band after
+    1000 steps (measured). With this init the encoder's output varies 37× more (0.17) and an
+    untrained model's output is already at the input's level (0.115 against 0.080). The
+    transformers keep moshi's own init (their residual branches start at layer scale 0.01)."""
+    import math
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.ConvTranspose1d):
+            w = mod.weight  # [in, out / groups, k]: each output sample sums in/groups · k/stride taps
+            fan_in = w.shape[0] / mod.groups * w.shape[2] / mod.stride[0]
+        elif isinstance(mod, torch.nn.Conv1d):
+            w = mod.weight  # [out, in / groups, k]
+            fan_in = w.shape[1] * w.shape[2]
+        else:
+            continue
+        with torch.no_grad():
+            w.normal_(0.0, gain / math.sqrt(fan_in))
+            if mod.bias is not None:
+                mod.bias.zero_()
+    return model
+
+
 def patch_codebook_leak():
     """moshi 0.2.13's VectorQuantization.forward hands the un-detached latent to
     EuclideanCodebook.forward, whose EMA updates and dead-code replacement then write autograd

@@ -73,6 +73,9 @@ def parse_args(argv=None):
     p.add_argument("--stft-weight", type=float, default=0.0, help="log-STFT + spectral convergence (0: off)")
     p.add_argument("--wave-weight", type=float, default=0.1)
     p.add_argument("--commit-weight", type=float, default=1.0)
+    p.add_argument("--init", choices=["unit", "torch"], default="unit",
+                   help="conv init: unit = variance-preserving N(0, 1/fan_in), zero biases (mimi_arch."
+                        "init_for_signal_propagation); torch = PyTorch's default, which starves SEANet of signal")
     p.add_argument("--no-quantization-rate", type=float, default=0.5,
                    help="moshi's: share of items decoded from the unquantized latent (acoustic RVQ)")
     p.add_argument("--ctc-weight", type=float, default=0.5, help="0 disables the semantic CTC head")
@@ -344,7 +347,11 @@ def main(argv=None):
           f"(loaded in {time.time() - t_load:.1f} s); eval: " +
           ", ".join(f"{k} {len(v)}" for k, v in eval_sets.items()) + f"; {len(units)} CTC units", flush=True)
 
-    model = mimi_arch.build_mimi(cfg, no_quantization_rate=args.no_quantization_rate).to(device)
+    model = mimi_arch.build_mimi(cfg, no_quantization_rate=args.no_quantization_rate)
+    if args.init == "unit":
+        # Before anything else draws from torch's RNG, so the run stays a function of the seed.
+        mimi_arch.init_for_signal_propagation(model)
+    model = model.to(device)
     use_ctc = args.ctc_weight > 0
     if use_ctc:
         # Codebook 0 always quantized, so the CTC head reads exactly what the LM will see (its
