@@ -450,15 +450,22 @@ def main() -> int:
     ap.add_argument("--wer-margin", type=float, default=0.10)
     ap.add_argument("--cer-margin", type=float, default=0.05)
     args = ap.parse_args()
+    return run_guarded(run, args, "codec_gate")
+
+
+def run_guarded(run, args, tool: str) -> int:
+    """run(args), with a failure said as `TOOL: error: …` and exit status 2: a GateError as it is,
+    any other exception with its traceback (an unexpected failure is an error too, not a failed
+    gate). dialogue_eval.py's main uses it too."""
     try:
         return run(args)
     except GateError as e:
-        print(f"codec_gate: error: {e}", file=sys.stderr)
+        print(f"{tool}: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # an unexpected failure is an error too, not a failed gate
+    except Exception as e:
         import traceback
         traceback.print_exc()
-        print(f"codec_gate: error: {e}", file=sys.stderr)
+        print(f"{tool}: error: {e}", file=sys.stderr)
         return 2
 
 

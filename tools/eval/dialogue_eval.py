@@ -198,36 +198,33 @@ def speech_threshold(out_db, ref_db=None, below_db: float = 25.0, floor_db: floa
     return float(thr)
 
 
+def _runs(m: list, value: bool):
+    """(start, end) of each maximal run of `value` in the bool list m, left to right; the caller may
+    rewrite a run once it has it (the scan goes on from its end)."""
+    i, n = 0, len(m)
+    while i < n:
+        if m[i] == value:
+            j = i
+            while j < n and m[j] == value:
+                j += 1
+            yield i, j
+            i = j
+        else:
+            i += 1
+
+
 def clean_mask(raw, gap: int = 2, min_run: int = 2):
     """Fill silent gaps of ≤ gap frames between speech, then drop speech runs shorter than min_run."""
     m = [bool(b) for b in raw]
     n = len(m)
     if gap > 0:
-        i = 0
-        while i < n:
-            if not m[i]:
-                j = i
-                while j < n and not m[j]:
-                    j += 1
-                if i > 0 and j < n and (j - i) <= gap:
-                    for k in range(i, j):
-                        m[k] = True
-                i = j
-            else:
-                i += 1
+        for i, j in _runs(m, False):
+            if i > 0 and j < n and (j - i) <= gap:
+                m[i:j] = [True] * (j - i)
     if min_run > 1:
-        i = 0
-        while i < n:
-            if m[i]:
-                j = i
-                while j < n and m[j]:
-                    j += 1
-                if j - i < min_run:
-                    for k in range(i, j):
-                        m[k] = False
-                i = j
-            else:
-                i += 1
+        for i, j in _runs(m, True):
+            if j - i < min_run:
+                m[i:j] = [False] * (j - i)
     return m
 
 
@@ -904,16 +901,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except codec_gate.GateError as e:
-        print(f"dialogue_eval: error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:
-        import traceback
-        traceback.print_exc()
-        print(f"dialogue_eval: error: {e}", file=sys.stderr)
-        return 2
+    return codec_gate.run_guarded(run, args, "dialogue_eval")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ WAVs once its npz is written (eval audio is always kept: the harness plays it). 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -42,18 +41,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import monologue  # noqa: E402
+from train_common import sha256  # noqa: E402
 
 FRAME = 1920
 SR = 24000
 N_Q = 8
-
-
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 def load_codec(path: str, n_q: int = N_Q):

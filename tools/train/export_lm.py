@@ -16,7 +16,6 @@ rounded to bf16, identical too).
 """
 import argparse
 import datetime
-import hashlib
 import json
 import math
 import os
@@ -30,6 +29,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lm_arch  # noqa: E402
+from train_common import sha256  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -44,14 +44,6 @@ def parse_args(argv=None):
     p.add_argument("--note", help="replace duplex.note")
     p.add_argument("--check-frames", type=int, default=40, help="frames of the logits check")
     return p.parse_args(argv)
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def training_facts(ckpt, dtype_name):

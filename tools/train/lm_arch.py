@@ -14,13 +14,16 @@ and is excluded from the loss by LMModel.forward's masks.
 import copy
 import json
 import os
-import re
+import sys
 
 import numpy as np
 import torch
 
 from moshi.models import loaders
 from moshi.models.lm import LMModel
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_common import stack_attention  # noqa: E402
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DEFAULT_CONFIG = os.path.join(REPO, "models", "default", "config.json")
@@ -70,27 +73,14 @@ def load_codes(path):
 
 # ---------------------------------------------------------------- Kyutai's names
 
-_ATTN = re.compile(r"(.*self_attn\.)(in|out)_projs\.(\d+)\.weight$")
-
-
 def kyutai_state(model):
     """The module state dict under the released checkpoints' names: `self_attn.in_projs.{i}.weight`
     / `out_projs.{i}.weight` (one per weight set: 1 for the temporal transformer, dep_q for the
     depformer with weights per step) stacked step-major as `self_attn.in_proj_weight` /
     `self_attn.out_proj.weight`, which StreamingMultiheadAttention's load hook splits back. All
-    other names are the modules' own. Detached CPU tensors in the model's dtype."""
-    out, stacked = {}, {}
-    for name, value in model.state_dict().items():
-        m = _ATTN.match(name)
-        if m:
-            target = m.group(1) + ("in_proj_weight" if m.group(2) == "in" else "out_proj.weight")
-            stacked.setdefault(target, {})[int(m.group(3))] = value
-            if target not in out:
-                out[target] = None  # keeps the state dict's order
-        else:
-            out[name] = value
-    for target, parts in stacked.items():
-        out[target] = torch.cat([parts[i] for i in sorted(parts)], dim=0)
+    other names are the modules' own, in the state dict's order. Detached CPU tensors in the model's
+    dtype."""
+    out = stack_attention(model.state_dict(), lambda parts: torch.cat(parts, dim=0), keep_order=True)
     return {k: v.detach().cpu().contiguous() for k, v in out.items()}
 
 
@@ -103,18 +93,11 @@ def kyutai_layout(lm_kwargs):
 
 
 def kyutai_state_meta(model):
-    out, stacked = {}, {}
-    for name, value in model.state_dict().items():
-        m = _ATTN.match(name)
-        if m:
-            target = m.group(1) + ("in_proj_weight" if m.group(2) == "in" else "out_proj.weight")
-            stacked.setdefault(target, []).append(value)
-            out.setdefault(target, None)
-        else:
-            out[name] = value
-    for target, parts in stacked.items():
-        out[target] = torch.empty([sum(p.shape[0] for p in parts)] + list(parts[0].shape[1:]), device="meta")
-    return out
+    """kyutai_state's names and shapes for a model on the meta device (empty meta tensors)."""
+    def empty(parts):
+        return torch.empty([sum(p.shape[0] for p in parts)] + list(parts[0].shape[1:]), device="meta")
+
+    return stack_attention(model.state_dict(), empty, keep_order=True)
 
 
 def check_names(tensors, lm_kwargs):

@@ -20,7 +20,6 @@ logit_calls, first_call_returns "None", model_sha256 (of the folder's model file
 npz's file name), monologue (the decoded greedy text, when the tokenizer is in the folder).
 """
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -31,6 +30,12 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lm_arch  # noqa: E402
+from train_common import sha256  # noqa: E402
+
+# tools/reference's lm_reference.py only defines things when imported (moshi and torch, both in
+# this venv too): its greedy_run is the capture the lm_tiny fixture was made with.
+sys.path.append(os.path.join(lm_arch.REPO, "tools", "reference"))
+import lm_reference  # noqa: E402
 
 FORMAT_VERSION = "1"
 
@@ -55,40 +60,12 @@ def load_folder_model(folder):
 
 
 def greedy_run(model, user):
-    """LMGen greedy over user codes [8, T]; returns (returned [T-1, 9] or per-call list, text logits
-    [T, text_card], depth logits [T, dep_q, card]) — lm_reference.greedy_run's capture."""
-    from moshi.models.lm import LMGen
-    gen = LMGen(model, use_sampling=False, temp=0.0, temp_text=0.0, top_k=0, top_k_text=0)
-    text_logits, depth_logits, current = [], [], []
-    gen.on_text_logits_hook = lambda logits: text_logits.append(logits[0, 0, 0].float().clone())
-    original = model.forward_depformer
-
-    def capture(cb_index, sequence, transformer_out):
-        logits = original(cb_index, sequence, transformer_out)
-        current.append(logits[0, 0, 0].float().clone())
-        if cb_index == model.dep_q - 1:
-            depth_logits.append(torch.stack(current))
-            current.clear()
-        return logits
-
-    model.forward_depformer = capture
-    returned = []
-    try:
-        with torch.no_grad(), gen.streaming(1):
-            for t in range(user.shape[1]):
-                frame = gen.step(user[None, :, t:t + 1])
-                returned.append(None if frame is None else frame[0, :, 0].clone())
-    finally:
-        del model.forward_depformer
-    return returned, torch.stack(text_logits), torch.stack(depth_logits)
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """LMGen greedy over user codes [8, T]; returns (returned: per call the [9] frame or None, text
+    logits [T, text_card], depth logits [T, dep_q, card]): tools/reference/lm_reference.py's
+    greedy_run and its capture, on the greedy LMGen it builds (cfg_coef 1)."""
+    gen = lm_reference.greedy_lmgen(model)
+    r = lm_reference.greedy_run(gen, user)
+    return r["returned"], r["text_logits"], r["depth_logits"]
 
 
 def make_reference(folder, codes_path, out, calls=0, logit_calls=12, log=print):

@@ -828,6 +828,23 @@ def fmt_dur(s: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def pool_context():
+    """The multiprocessing context of the worker pools: fork on Linux, else spawn."""
+    return mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+
+
+def run_until(pool, func, make_jobs, take, discard, chunksize, done=False):
+    """Feeds batches of make_jobs() through pool.imap(func) and hands each result to take(r), which
+    says whether the target is reached; the results still in flight after that go to discard(r),
+    so what is made does not depend on the number of workers (make_dialogues.py uses it too)."""
+    while not done:
+        for r in pool.imap(func, make_jobs(), chunksize=chunksize):
+            if done:
+                discard(r)
+                continue
+            done = take(r)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", help="output folder (created)")
@@ -898,32 +915,31 @@ def main() -> int:
               f"{rate:.1f} audio-s/s ({rate / max(1, args.workers):.1f} per worker), elapsed {fmt_dur(el)}, "
               f"ETA {fmt_dur(max(0.0, eta))}", file=sys.stderr, flush=True)
 
-    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with ctx.Pool(args.workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+    with pool_context().Pool(args.workers, initializer=_init_worker, initargs=(cfg,)) as pool:
         for r in pool.imap(render, plan.eval_jobs(), chunksize=4):
             if "error" in r:
                 errors.append(r["error"])
             else:
                 results.append(r)
             progress()
-        done = False
-        while not done:
-            jobs = [plan.train_job() for _ in range(batch)]
-            for r in pool.imap(render, jobs, chunksize=4):
-                if done:
-                    # Past the target: files written by the overshoot are removed below, so the
-                    # corpus is the same whatever the number of workers.
-                    if "path" in r:
-                        (out / r["path"]).unlink(missing_ok=True)
-                    continue
-                if "error" in r:
-                    errors.append(r["error"])
-                    continue
-                results.append(r)
-                train_s += r["seconds"]
-                progress()
-                if train_s >= target:
-                    done = True
+
+        def take(r):
+            nonlocal train_s
+            if "error" in r:
+                errors.append(r["error"])
+                return False
+            results.append(r)
+            train_s += r["seconds"]
+            progress()
+            return train_s >= target
+
+        def discard(r):
+            # Past the target: files written by the overshoot are removed, so the corpus is the
+            # same whatever the number of workers.
+            if "path" in r:
+                (out / r["path"]).unlink(missing_ok=True)
+
+        run_until(pool, render, lambda: [plan.train_job() for _ in range(batch)], take, discard, chunksize=4)
     wall = time.time() - t_start
     progress(final=True)
 

@@ -61,7 +61,6 @@ import argparse
 import hashlib
 import json
 import math
-import multiprocessing as mp
 import os
 import random
 import sys
@@ -493,30 +492,34 @@ def main() -> int:
               f"{audio / max(el, 1e-9):.1f} audio-s/s ({audio / max(el, 1e-9) / args.workers:.1f} per worker), "
               f"elapsed {mc.fmt_dur(el)}", file=sys.stderr, flush=True)
 
-    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with ctx.Pool(args.workers, initializer=_init, initargs=(cfg,)) as pool:
+    with mc.pool_context().Pool(args.workers, initializer=_init, initargs=(cfg,)) as pool:
         for r in pool.imap(render_safe, [job("eval", i) for i in range(args.eval_dialogues)], chunksize=1):
             (errors if "error" in r else results).append(r)
             progress()
-        i, done = 0, target <= 0
         batch = 8 * args.workers
-        while not done:
-            jobs = [job("train", k) for k in range(i, i + batch)]
-            i += batch
-            for r in pool.imap(render_safe, jobs, chunksize=1):
-                if done:
-                    if "record" in r:   # past the target: removed, so the set does not depend on --workers
-                        for k in ("user_wav", "system_wav"):
-                            (out / r["record"][k]).unlink(missing_ok=True)
-                    continue
-                if "error" in r:
-                    errors.append(r)
-                    continue
-                results.append(r)
-                train_s += r["record"]["seconds"]
-                progress()
-                if train_s >= target:
-                    done = True
+        next_index = 0
+
+        def train_jobs():
+            nonlocal next_index
+            i, next_index = next_index, next_index + batch
+            return [job("train", k) for k in range(i, i + batch)]
+
+        def take(r):
+            nonlocal train_s
+            if "error" in r:
+                errors.append(r)
+                return False
+            results.append(r)
+            train_s += r["record"]["seconds"]
+            progress()
+            return train_s >= target
+
+        def discard(r):
+            if "record" in r:   # past the target: removed, so the set does not depend on --workers
+                for k in ("user_wav", "system_wav"):
+                    (out / r["record"][k]).unlink(missing_ok=True)
+
+        mc.run_until(pool, render_safe, train_jobs, take, discard, chunksize=1, done=target <= 0)
     wall = time.time() - t_start
     progress(final=True)
 
@@ -577,9 +580,8 @@ def replies_only(args) -> int:
     cfg = {"out": str(out), "espeak": mc.espeak_binary(), "whisper_model": args.whisper_model}
     texts = dd.all_replies()
     t0 = time.time()
-    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     metas = []
-    with ctx.Pool(args.workers, initializer=_init, initargs=(cfg,)) as pool:
+    with mc.pool_context().Pool(args.workers, initializer=_init, initargs=(cfg,)) as pool:
         for k, m in enumerate(pool.imap(_reply_meta, texts, chunksize=4), 1):
             metas.append(m)
             if k % 50 == 0 or k == len(texts):

@@ -7,7 +7,7 @@ re-derived here so a file can be checked without a Swift build).
 import copy
 import json
 import os
-import re
+import sys
 
 import torch
 
@@ -17,6 +17,9 @@ from moshi.modules import transformer as moshi_transformer
 from moshi.modules.seanet import SEANetDecoder, SEANetEncoder
 from moshi.quantization import SplitResidualVectorQuantizer
 from moshi.quantization import core_vq
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_common import stack_attention  # noqa: E402
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DEFAULT_MODEL_CONFIG = os.path.join(REPO, "models", "default", "config.json")
@@ -104,24 +107,13 @@ def patch_codebook_leak():
     cls._duplex_detach_fix = True
 
 
-_ATTN = re.compile(r"(.*self_attn\.)(in|out)_projs\.(\d+)\.weight$")
-
-
 def checkpoint_state(model):
     """The module state dict under Kyutai's checkpoint names: StreamingMultiheadAttention keeps
     `in_projs.{i}.weight` / `out_projs.{i}.weight`, the released files store them (stacked by step)
     as `in_proj_weight` / `out_proj.weight`, which its load hook maps back. All other names (the
-    codebooks' `_codebook.embedding_sum`, `cluster_usage`, `_initialized` included) are as they are."""
-    out, stacked = {}, {}
-    for name, value in model.state_dict().items():
-        m = _ATTN.match(name)
-        if m:
-            target = m.group(1) + ("in_proj_weight" if m.group(2) == "in" else "out_proj.weight")
-            stacked.setdefault(target, {})[int(m.group(3))] = value
-        else:
-            out[name] = value
-    for target, parts in stacked.items():
-        out[target] = torch.cat([parts[i] for i in sorted(parts)], dim=0)
+    codebooks' `_codebook.embedding_sum`, `cluster_usage`, `_initialized` included) are as they are,
+    the stacked names after them."""
+    out = stack_attention(model.state_dict(), lambda parts: torch.cat(parts, dim=0))
     return {k: v.detach().cpu().contiguous() for k, v in out.items()}
 
 

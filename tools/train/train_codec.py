@@ -23,10 +23,7 @@ seeded by (seed, step)); time-boxed by --minutes and --steps.
 import argparse
 import csv
 import json
-import math
 import os
-import random
-import signal
 import sys
 import time
 import wave
@@ -38,6 +35,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import codec_losses as L  # noqa: E402
 import mimi_arch  # noqa: E402
+import train_common as tc  # noqa: E402
+from train_common import rng_state  # noqa: E402
 
 SR = 24000
 FRAME = mimi_arch.FRAME
@@ -48,25 +47,18 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", required=True, help="corpus manifest.tsv (paths relative to its folder)")
     p.add_argument("--out", default="out/codec-train", help="checkpoints and logs go here")
-    p.add_argument("--resume", help="checkpoint to resume from ('auto': OUT/ckpt_last.pt if it exists)")
+    tc.add_resume_flag(p)
     p.add_argument("--init-from", help="start (step 0, fresh optimizer) from the weights of a checkpoint (.pt) "
                    "or an exported Mimi .safetensors (e.g. one brought back from the GPU machine)")
     p.add_argument("--model-config", default=mimi_arch.DEFAULT_MODEL_CONFIG, help="config.json with duplex.mimi")
     p.add_argument("--n-q", type=int, default=8, help="codebooks in all (1 semantic + n_q-1 acoustic)")
-    p.add_argument("--steps", type=int, default=20000, help="stop at this (total) step; also the LR schedule's horizon")
-    p.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes of this run (0: no limit)")
-    p.add_argument("--run-steps", type=int, default=0, help="stop after this many steps of this run (0: no limit)")
+    tc.add_length_flags(p)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--segment-seconds", type=float, default=3.84,
                    help="rounded down to whole 80 ms frames; longer than most utterances, so CTC sees them whole")
     p.add_argument("--crop-fraction", type=float, default=0.25, help="items that are plain random crops (no CTC)")
     p.add_argument("--gain-min", type=float, default=0.5, help="random gain in [gain-min, 1] per item")
-    p.add_argument("--lr", type=float, default=7e-4)
-    p.add_argument("--warmup-steps", type=int, default=200)
-    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine", help="after warm-up, over --steps")
-    p.add_argument("--schedule-by-time", action="store_true",
-                   help="cosine progress = max(step/--steps, elapsed/--minutes): decays in time for a time-boxed run")
-    p.add_argument("--lr-final", type=float, default=0.1, help="cosine ends at lr × this")
+    tc.add_schedule_flags(p, lr=7e-4, warmup_steps=200, schedule_help="after warm-up, over --steps")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--mel-weight", type=float, default=1.0)
@@ -87,14 +79,9 @@ def parse_args(argv=None):
     p.add_argument("--fm-weight", type=float, default=2.0)
     p.add_argument("--disc-lr", type=float, default=3e-4)
     p.add_argument("--disc-channels", type=int, default=32)
-    p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (cuda only)")
+    tc.add_device_flags(p, threads=2, bf16_help="bf16 autocast (cuda only)")
     p.add_argument("--compile", action="store_true", help="torch.compile the encoder/decoder convs (cuda)")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--checkpoint-minutes", type=float, default=10.0)
-    p.add_argument("--keep-checkpoints", action="store_true", help="also keep ckpt_step<N>.pt at each checkpoint")
+    tc.add_checkpoint_flags(p)
     p.add_argument("--eval-per-split", type=int, default=16, help="eval utterances per eval split (0: no eval)")
     p.add_argument("--eval-max-seconds", type=float, default=8.0)
     p.add_argument("--no-leak-fix", action="store_true", help=argparse.SUPPRESS)  # to measure the leak only
@@ -204,35 +191,6 @@ def codebooks(model):
     return [layer._codebook for rvq in (q.rvq_first, q.rvq_rest) for layer in rvq.vq.layers]
 
 
-def rng_state():
-    s = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-    if torch.cuda.is_available():
-        s["cuda"] = torch.cuda.get_rng_state_all()
-    return s
-
-
-def set_rng_state(s):
-    torch.set_rng_state(s["torch"])
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
-    if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
-def rss_mib():
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return float("nan")
-
-
-def save_checkpoint(path, **payload):
-    tmp = path + ".tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------- eval
 
 class Semantic:
@@ -283,26 +241,14 @@ def evaluate(model, sem, head, spectral, sets, device, autocast):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    device = torch.device(args.device)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda but torch sees no GPU")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    random.seed(args.seed)
+    device = tc.setup_run(args)
     if args.device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True  # picks conv algorithms by timing: not bit-deterministic
     if not args.no_leak_fix:
         mimi_arch.patch_codebook_leak()
 
-    resume = args.resume
-    if resume == "auto":
-        cand = os.path.join(args.out, "ckpt_last.pt")
-        resume = cand if os.path.exists(cand) else None
-    ckpt = torch.load(resume, map_location="cpu", weights_only=False) if resume else None
+    resume, ckpt = tc.load_resume(args)
 
     init_src = None
     if args.init_from and not ckpt:
@@ -365,25 +311,6 @@ def main(argv=None):
     params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.8, 0.99), weight_decay=args.weight_decay)
 
-    def lr_factor(step, elapsed):
-        """Warm-up, then cosine from 1 to --lr-final (or constant). A pure function of the step (and,
-        with --schedule-by-time, of this run's elapsed time), so the step restores it on resume."""
-        if step < args.warmup_steps:
-            return (step + 1) / args.warmup_steps
-        if args.schedule == "constant":
-            return 1.0
-        t = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
-        if args.schedule_by_time and args.minutes > 0:
-            t = max(t, elapsed / (args.minutes * 60))
-        t = min(1.0, t)
-        return args.lr_final + (1 - args.lr_final) * 0.5 * (1 + math.cos(math.pi * t))
-
-    def set_lr(step, elapsed):
-        f = lr_factor(step, elapsed)
-        for g in opt.param_groups:
-            g["lr"] = args.lr * f
-        return args.lr * f
-
     opt_d = torch.optim.AdamW(disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.9)) if disc is not None else None
 
     step, best, total_seconds = 0, float("inf"), 0.0
@@ -399,9 +326,7 @@ def main(argv=None):
             cb._next_unused_check = n
             cb._cached_initialized = False
         model.quantizer.rvq_rest.rng_dropout.setstate(ckpt["rng_dropout"])
-        set_rng_state(ckpt["rng"])
-        step, best, total_seconds = ckpt["step"], ckpt.get("best", best), ckpt.get("train_seconds", 0.0)
-        print(f"resumed {resume} at step {step} ({total_seconds / 60:.1f} min trained before)", flush=True)
+        step, best, total_seconds = tc.restore_counters(ckpt, resume, best)
     elif init_src is not None:
         from safetensors.torch import load_file
         weights = load_file(args.init_from) if args.init_from.endswith(".safetensors") else init_src["model"]
@@ -423,32 +348,16 @@ def main(argv=None):
 
     segment = max(1, int(args.segment_seconds * SR) // FRAME) * FRAME
     batcher = Batcher(corpus, args.seed, args.batch_size, segment, use_ctc, args.crop_fraction, args.gain_min, vocab[" "])
-    use_bf16 = args.bf16 and args.device == "cuda"
-    cpu_bf16 = args.bf16 and args.device == "cpu" and os.environ.get("DUPLEX_CPU_BF16_TEST") == "1"  # tests the bf16 path here
-
-    def autocast():
-        if args.device == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16)
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16)
+    autocast, _ = tc.autocast_for(args)
 
     if args.compile and args.device == "cuda":
         # In place (nn.Module.compile), so state-dict names stay Kyutai's (no "_orig_mod.").
         model.encoder.compile()
         model.decoder.compile()
 
-    stop = {"flag": False}
+    stop = tc.stop_on_signals()
 
-    def on_signal(signum, frame):
-        print(f"signal {signum}: checkpointing and stopping", flush=True)
-        stop["flag"] = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    log_path = os.path.join(args.out, "train_log.jsonl")
-    eval_path = os.path.join(args.out, "eval_log.jsonl")
-    logf = open(log_path, "a")
-    evalf = open(eval_path, "a")
+    logf, evalf = tc.open_logs(args)
 
     def checkpoint(tag):
         nonlocal best
@@ -458,38 +367,20 @@ def main(argv=None):
         improved = bool(mel_keys) and score < best
         if improved:
             best = score
+        step = loop.step
         payload = dict(step=step, model=model.state_dict(), ctc_head=head.state_dict() if head is not None else None,
                        disc=disc.state_dict() if disc is not None else None, opt=opt.state_dict(), sched=dict(kind=args.schedule, by_time=args.schedule_by_time, lr=opt.param_groups[0]["lr"]),
                        opt_d=opt_d.state_dict() if opt_d is not None else None,
                        unused_check=[cb._next_unused_check for cb in codebooks(model)],
                        rng_dropout=model.quantizer.rvq_rest.rng_dropout.getstate(), rng=rng_state(),
                        mimi_config=cfg, vocab=units, args=vars(args), best=best, eval=ev,
-                       train_seconds=total_seconds + (time.time() - t0))
-        last = os.path.join(args.out, "ckpt_last.pt")
-        save_checkpoint(last, **payload)
-        if improved:
-            save_checkpoint(os.path.join(args.out, "ckpt_best.pt"), **payload)
-        if args.keep_checkpoints:
-            save_checkpoint(os.path.join(args.out, f"ckpt_step{step}.pt"), **payload)
-        rec = dict(step=step, tag=tag, minutes=(total_seconds + time.time() - t0) / 60, **ev, best=improved)
-        evalf.write(json.dumps(rec) + "\n")
-        evalf.flush()
-        print(f"checkpoint step {step} ({tag}): " + " ".join(f"{k} {v:.4f}" for k, v in ev.items())
-              + (" [best]" if improved else "") + f" → {last}", flush=True)
+                       train_seconds=total_seconds + (time.time() - loop.t0))
+        last = tc.write_checkpoints(args, payload, step, improved)
+        tc.log_checkpoint(evalf, step, tag, total_seconds + time.time() - loop.t0, ev, improved, last)
 
-    t0 = time.time()
-    t_ckpt = t0
-    window = {}
-    t_win, steps_win = time.time(), 0
-    bad_steps = 0
-    start_step = step
-    deadline = t0 + args.minutes * 60 if args.minutes > 0 else None
-    end_step = args.steps if not args.run_steps else min(args.steps, step + args.run_steps)
-    prefetch = ThreadPoolExecutor(1)  # batches depend on (seed, step) only: prefetching keeps determinism
-    pending = prefetch.submit(batcher.batch, step)
-    while step < end_step and not stop["flag"] and (deadline is None or time.time() < deadline):
-        xb, targets, frames = pending.result()
-        pending = prefetch.submit(batcher.batch, step + 1)
+    loop = tc.TrainLoop(args, step, batcher.batch, device, stop, logf, total_seconds,
+                        throughput=lambda rate: f"{rate * args.batch_size * segment / SR:.1f} audio-s/s")
+    for xb, targets, frames in loop.batches():
         xt = torch.from_numpy(xb)
         x = (xt.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else xt)[:, None]
         with autocast():
@@ -516,7 +407,7 @@ def main(argv=None):
                 losses["ctc"] = L.ctc_loss(logits, tg, il, tl)
                 losses["ctc_items"] = torch.tensor(len(have) / len(targets))
                 total = total + args.ctc_weight * losses["ctc"]
-        adv_on = disc is not None and step >= args.adv_start_step
+        adv_on = disc is not None and loop.step >= args.adv_start_step
         if adv_on:
             for p in disc.parameters():
                 p.requires_grad_(True)
@@ -532,54 +423,10 @@ def main(argv=None):
                 g_adv, g_fm = L.generator_adv_losses(disc, x[:, 0], y[:, 0])
             losses["adv"], losses["fm"] = g_adv, g_fm
             total = total + args.adv_weight * g_adv + args.fm_weight * g_fm
-        if not torch.isfinite(total):
-            bad_steps += 1
-            print(f"step {step}: non-finite loss, skipped ({bad_steps} in a row)", flush=True)
-            opt.zero_grad(set_to_none=True)
-            if bad_steps >= 20:
-                raise SystemExit("20 non-finite losses in a row: stopping")
-            step += 1
-            continue
-        bad_steps = 0
-        lr_now = set_lr(step, time.time() - t0)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(params, args.clip)
-        opt.step()
-        step += 1
-        steps_win += 1
         losses["total"] = total
-        losses["gnorm"] = gnorm
-        if "rvq_entropy" in res.metrics:
-            losses["entropy"] = res.metrics["rvq_entropy"]
-        for k, v in losses.items():
-            window[k] = window.get(k, 0.0) + v.detach().float()
-
-        if step % args.log_every == 0 or step == end_step:
-            now = time.time()
-            rate = steps_win / max(1e-9, now - t_win)
-            avg = {k: float(v) / steps_win for k, v in window.items()}
-            eta_steps = (end_step - step) / max(rate, 1e-9)
-            eta = eta_steps if deadline is None else min(eta_steps, max(0.0, deadline - now))
-            elapsed = now - t0
-            line = (f"step {step}/{end_step} | {rate:.2f} steps/s {rate * args.batch_size * segment / SR:.1f} audio-s/s | "
-                    + " ".join(f"{k} {v:.4f}" for k, v in avg.items())
-                    + f" | lr {lr_now:.2e} | {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min")
-            if device.type == "cuda":
-                line += f" | {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
-            else:
-                line += f" | RSS {rss_mib():.0f} MiB"
-            print(line, flush=True)
-            logf.write(json.dumps(dict(step=step, steps_per_s=rate, minutes=(total_seconds + elapsed) / 60,
-                                       lr=lr_now, **avg)) + "\n")
-            logf.flush()
-            window, t_win, steps_win = {}, now, 0
-        if args.checkpoint_minutes > 0 and time.time() - t_ckpt >= args.checkpoint_minutes * 60:
-            checkpoint("periodic")
-            t_ckpt = time.time()
-    if step > start_step or not os.path.exists(os.path.join(args.out, "ckpt_last.pt")):
-        checkpoint("final")
-    print(f"done: step {step}, {(time.time() - t0) / 60:.1f} min this run", flush=True)
+        entropy = {"entropy": res.metrics["rvq_entropy"]} if "rvq_entropy" in res.metrics else {}
+        loop.train_step(opt, total, params, losses, checkpoint, after_gnorm=entropy)
+    loop.finish(checkpoint)
 
 
 if __name__ == "__main__":

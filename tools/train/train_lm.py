@@ -30,11 +30,8 @@ import glob
 import json
 import math
 import os
-import random
-import signal
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -42,6 +39,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lm_arch  # noqa: E402
+import train_common as tc  # noqa: E402
+from train_common import rng_state, sha256  # noqa: E402
 
 FRAME_RATE = 12.5
 
@@ -51,21 +50,14 @@ def parse_args(argv=None):
     p.add_argument("--data", required=True, help="dialogue folder: codes/*.npz (+ dialogues.jsonl)")
     p.add_argument("--out", default="out/lm-train", help="checkpoints and logs go here")
     p.add_argument("--config", default=lm_arch.DEFAULT_CONFIG, help="config.json of the LM's shape (its `duplex` key is dropped)")
-    p.add_argument("--resume", help="checkpoint to resume from ('auto': OUT/ckpt_last.pt if it exists)")
+    tc.add_resume_flag(p)
     p.add_argument("--init-from", help="start (step 0, fresh optimizer) from a checkpoint (.pt) or an exported .safetensors")
-    p.add_argument("--steps", type=int, default=20000, help="stop at this (total) step; also the LR schedule's horizon")
-    p.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes of this run (0: no limit)")
-    p.add_argument("--run-steps", type=int, default=0, help="stop after this many steps of this run (0: no limit)")
+    tc.add_length_flags(p)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--frames", type=int, default=375, help="crop length in 80 ms frames (375 = 30 s)")
     p.add_argument("--start-fraction", type=float, default=0.5,
                    help="items cropped from the dialogue's start (inference always starts from a fresh state)")
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--warmup-steps", type=int, default=500)
-    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
-    p.add_argument("--schedule-by-time", action="store_true",
-                   help="cosine progress = max(step/--steps, elapsed/--minutes): decays in time for a time-boxed run")
-    p.add_argument("--lr-final", type=float, default=0.1, help="cosine ends at lr × this")
+    tc.add_schedule_flags(p, lr=5e-4, warmup_steps=500)
     p.add_argument("--weight-decay", type=float, default=0.1, help="on matrices only (not embeddings, norms)")
     p.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.95))
     p.add_argument("--clip", type=float, default=1.0)
@@ -75,13 +67,8 @@ def parse_args(argv=None):
     p.add_argument("--text-epad-weight", type=float, default=None, help="weight of EPAD (0) text frames (default: --text-pad-weight)")
     p.add_argument("--semantic-weight", type=float, default=100.0,
                    help="weight of system codebook 0 against 1 per acoustic codebook (Moshi / moshi-finetune: 100)")
-    p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (cuda; weights and AdamW stay f32)")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--checkpoint-minutes", type=float, default=10.0)
-    p.add_argument("--keep-checkpoints", action="store_true", help="also keep ckpt_step<N>.pt at each checkpoint")
+    tc.add_device_flags(p, threads=1, bf16_help="bf16 autocast (cuda; weights and AdamW stay f32)")
+    tc.add_checkpoint_flags(p)
     p.add_argument("--eval-dialogues", type=int, default=32, help="eval-split dialogues per eval (0: no eval)")
     p.add_argument("--eval-frames", type=int, default=0, help="eval length from each dialogue's start (0: --frames)")
     p.add_argument("--tokenizer", help="SentencePiece model for the answer-word metric (default: the config's tokenizer_name beside it)")
@@ -177,12 +164,20 @@ def masked_ce(logits, target, weights):
     return (ce * w).sum() / w.sum(), ce
 
 
-def lm_losses(model, codes, args, autocast):
+def objective(model, codes, args, autocast):
+    """LMModel.forward on `codes` under autocast, then the weighted text and audio CEs of the
+    training objective: (forward's output, (text target, text weights, audio target, audio
+    weights), text CE, audio CE)."""
     with autocast():
         out = model(codes)
     t_tgt, t_w, a_tgt, a_w = targets_and_weights(out, codes, args.text_pad_weight, args.text_epad_weight, args.semantic_weight)
     text, _ = masked_ce(out.text_logits[:, 0], t_tgt, t_w)
     audio, _ = masked_ce(out.logits, a_tgt, a_w)
+    return out, (t_tgt, t_w, a_tgt, a_w), text, audio
+
+
+def lm_losses(model, codes, args, autocast):
+    out, (t_tgt, t_w, a_tgt, a_w), text, audio = objective(model, codes, args, autocast)
     with torch.no_grad():
         sem, _ = masked_ce(out.logits[:, :1].detach(), a_tgt[:, :1], (a_w[:, :1] > 0).float())
         ac, _ = masked_ce(out.logits[:, 1:].detach(), a_tgt[:, 1:], (a_w[:, 1:] > 0).float())
@@ -283,11 +278,7 @@ def evaluate(model, evalset, args, device, autocast):
             answer[j, :c.shape[1]] = a
             speech[j, :c.shape[1]] = s
         x = torch.from_numpy(codes).to(device)
-        with autocast():
-            out = model(x)
-        t_tgt, t_w, a_tgt, a_w = targets_and_weights(out, x, args.text_pad_weight, args.text_epad_weight, args.semantic_weight)
-        text_l, _ = masked_ce(out.text_logits[:, 0], t_tgt, t_w)
-        audio_l, _ = masked_ce(out.logits, a_tgt, a_w)
+        out, (t_tgt, t_w, a_tgt, a_w), text_l, audio_l = objective(model, x, args, autocast)
         n = int((t_w > 0).sum())
         add("loss", float(args.text_weight * text_l + args.audio_weight * audio_l) * n, n)
         valid = out.text_mask[:, 0]
@@ -319,44 +310,6 @@ def evaluate(model, evalset, args, device, autocast):
 
 # ---------------------------------------------------------------- checkpoints
 
-def rng_state():
-    s = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-    if torch.cuda.is_available():
-        s["cuda"] = torch.cuda.get_rng_state_all()
-    return s
-
-
-def set_rng_state(s):
-    torch.set_rng_state(s["torch"])
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
-    if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
-def rss_mib():
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return float("nan")
-
-
-def save_checkpoint(path, **payload):
-    tmp = path + ".tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def sha256(path):
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def param_groups(model, weight_decay):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -371,22 +324,9 @@ def param_groups(model, weight_decay):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    device = torch.device(args.device)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda but torch sees no GPU")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    random.seed(args.seed)
-    if args.device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
+    device = tc.setup_run(args)
 
-    resume = args.resume
-    if resume == "auto":
-        cand = os.path.join(args.out, "ckpt_last.pt")
-        resume = cand if os.path.exists(cand) else None
-    ckpt = torch.load(resume, map_location="cpu", weights_only=False) if resume else None
+    resume, ckpt = tc.load_resume(args)
 
     if ckpt:
         raw_config, lm_kwargs = ckpt["raw_config"], ckpt["lm_kwargs"]
@@ -432,54 +372,21 @@ def main(argv=None):
     model = model.to(device).train()
     opt = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=tuple(args.betas))
 
-    def lr_factor(step, elapsed):
-        if step < args.warmup_steps:
-            return (step + 1) / args.warmup_steps
-        if args.schedule == "constant":
-            return 1.0
-        t = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
-        if args.schedule_by_time and args.minutes > 0:
-            t = max(t, elapsed / (args.minutes * 60))
-        t = min(1.0, t)
-        return args.lr_final + (1 - args.lr_final) * 0.5 * (1 + math.cos(math.pi * t))
-
-    def set_lr(step, elapsed):
-        f = lr_factor(step, elapsed)
-        for g in opt.param_groups:
-            g["lr"] = args.lr * f
-        return args.lr * f
-
     step, best, total_seconds = 0, float("inf"), 0.0
     if ckpt:
         opt.load_state_dict(ckpt["opt"])
-        set_rng_state(ckpt["rng"])
-        step, best, total_seconds = ckpt["step"], ckpt.get("best", best), ckpt.get("train_seconds", 0.0)
-        print(f"resumed {resume} at step {step} ({total_seconds / 60:.1f} min trained before)", flush=True)
+        step, best, total_seconds = tc.restore_counters(ckpt, resume, best)
 
     n_params = sum(p.numel() for p in model.parameters())
-    use_bf16 = args.bf16 and args.device == "cuda"
-    cpu_bf16 = args.bf16 and args.device == "cpu" and os.environ.get("DUPLEX_CPU_BF16_TEST") == "1"
+    autocast, bf16_on = tc.autocast_for(args)
     print(f"LM: {n_params / 1e6:.2f} M parameters (dim {lm_kwargs['dim']} × {lm_kwargs['num_layers']}, depformer "
           f"{lm_kwargs['depformer_dim']} × {lm_kwargs['depformer_num_layers']}); device {args.device}, threads {args.threads}, "
-          f"bf16 {use_bf16 or cpu_bf16}, batch {args.batch_size} × {args.frames} frames, semantic weight {args.semantic_weight}, "
+          f"bf16 {bf16_on}, batch {args.batch_size} × {args.frames} frames, semantic weight {args.semantic_weight}, "
           f"text PAD weight {args.text_pad_weight}", flush=True)
 
-    def autocast():
-        if args.device == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16)
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16)
-
     batcher = Batcher(train, args.seed, args.batch_size, args.frames, args.start_fraction)
-    stop = {"flag": False}
-
-    def on_signal(signum, frame):
-        print(f"signal {signum}: checkpointing and stopping", flush=True)
-        stop["flag"] = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    logf = open(os.path.join(args.out, "train_log.jsonl"), "a")
-    evalf = open(os.path.join(args.out, "eval_log.jsonl"), "a")
+    stop = tc.stop_on_signals()
+    logf, evalf = tc.open_logs(args)
 
     def checkpoint(tag):
         nonlocal best
@@ -488,83 +395,25 @@ def main(argv=None):
         improved = bool(ev) and score < best
         if improved:
             best = score
+        step = loop.step
         payload = dict(step=step, model={k: v.detach().cpu() for k, v in model.state_dict().items()},
                        opt=opt.state_dict(), rng=rng_state(), lm_kwargs=lm_kwargs, raw_config=raw_config,
-                       args=vars(args), best=best, eval=ev, train_seconds=total_seconds + (time.time() - t0),
+                       args=vars(args), best=best, eval=ev, train_seconds=total_seconds + (time.time() - loop.t0),
                        data_frames=train.frames, data_dialogues=len(train.ids), tokenizer=tokenizer,
                        tokenizer_sha256=tokenizer_sha, data_manifest=data_manifest)
-        last = os.path.join(args.out, "ckpt_last.pt")
-        save_checkpoint(last, **payload)
-        if improved:
-            save_checkpoint(os.path.join(args.out, "ckpt_best.pt"), **payload)
-        if args.keep_checkpoints:
-            save_checkpoint(os.path.join(args.out, f"ckpt_step{step}.pt"), **payload)
-        rec = dict(step=step, tag=tag, minutes=(total_seconds + time.time() - t0) / 60, **ev, best=improved)
-        evalf.write(json.dumps(rec) + "\n")
-        evalf.flush()
-        print(f"checkpoint step {step} ({tag}): " + " ".join(f"{k} {v:.4f}" for k, v in ev.items())
-              + (" [best]" if improved else "") + f" → {last}", flush=True)
+        last = tc.write_checkpoints(args, payload, step, improved)
+        tc.log_checkpoint(evalf, step, tag, total_seconds + time.time() - loop.t0, ev, improved, last)
 
-    t0 = time.time()
-    t_ckpt = t0
-    window, t_win, steps_win = {}, time.time(), 0
-    bad_steps = 0
-    start_step = step
-    deadline = t0 + args.minutes * 60 if args.minutes > 0 else None
-    end_step = args.steps if not args.run_steps else min(args.steps, step + args.run_steps)
-    prefetch = ThreadPoolExecutor(1)  # batches depend on (seed, step) only: prefetching keeps determinism
-    pending = prefetch.submit(batcher.batch, step)
     frames_per_step = args.batch_size * args.frames
-    while step < end_step and not stop["flag"] and (deadline is None or time.time() < deadline):
-        xb = pending.result()
-        pending = prefetch.submit(batcher.batch, step + 1)
+    loop = tc.TrainLoop(args, step, batcher.batch, device, stop, logf, total_seconds,
+                        throughput=lambda rate: f"{rate * frames_per_step:.0f} frames/s",
+                        log_extra=lambda rate: dict(frames_per_s=rate * frames_per_step))
+    for xb in loop.batches():
         xt = torch.from_numpy(xb)
         x = xt.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else xt
         losses = lm_losses(model, x, args, autocast)
-        total = losses["total"]
-        if not torch.isfinite(total):
-            bad_steps += 1
-            print(f"step {step}: non-finite loss, skipped ({bad_steps} in a row)", flush=True)
-            opt.zero_grad(set_to_none=True)
-            if bad_steps >= 20:
-                raise SystemExit("20 non-finite losses in a row: stopping")
-            step += 1
-            continue
-        bad_steps = 0
-        lr_now = set_lr(step, time.time() - t0)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-        opt.step()
-        step += 1
-        steps_win += 1
-        losses["gnorm"] = gnorm
-        for k, v in losses.items():
-            window[k] = window.get(k, 0.0) + v.detach().float()
-
-        if step % args.log_every == 0 or step == end_step:
-            now = time.time()
-            rate = steps_win / max(1e-9, now - t_win)
-            avg = {k: float(v) / steps_win for k, v in window.items()}
-            eta_steps = (end_step - step) / max(rate, 1e-9)
-            eta = eta_steps if deadline is None else min(eta_steps, max(0.0, deadline - now))
-            elapsed = now - t0
-            line = (f"step {step}/{end_step} | {rate:.2f} steps/s {rate * frames_per_step:.0f} frames/s | "
-                    + " ".join(f"{k} {v:.4f}" for k, v in avg.items())
-                    + f" | lr {lr_now:.2e} | {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min")
-            line += (f" | {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device.type == "cuda"
-                     else f" | RSS {rss_mib():.0f} MiB")
-            print(line, flush=True)
-            logf.write(json.dumps(dict(step=step, steps_per_s=rate, frames_per_s=rate * frames_per_step,
-                                       minutes=(total_seconds + elapsed) / 60, lr=lr_now, **avg)) + "\n")
-            logf.flush()
-            window, t_win, steps_win = {}, now, 0
-        if args.checkpoint_minutes > 0 and time.time() - t_ckpt >= args.checkpoint_minutes * 60:
-            checkpoint("periodic")
-            t_ckpt = time.time()
-    if step > start_step or not os.path.exists(os.path.join(args.out, "ckpt_last.pt")):
-        checkpoint("final")
-    print(f"done: step {step}, {(time.time() - t0) / 60:.1f} min this run", flush=True)
+        loop.train_step(opt, losses["total"], model.parameters(), losses, checkpoint)
+    loop.finish(checkpoint)
 
 
 if __name__ == "__main__":
