@@ -62,12 +62,9 @@ public struct ModelFolder: Sendable {
                         guard let n = v as? Int, n > 0 else { throw ModelError("\(configPath): duplex.mimi.\(key) must be a positive integer") }
                         return n
                     }
-                    mimi.filters = try size("filters") ?? mimi.filters
-                    mimi.dimension = try size("dimension") ?? mimi.dimension
-                    mimi.transformerLayers = try size("transformer_layers") ?? mimi.transformerLayers
-                    mimi.transformerHeads = try size("transformer_heads") ?? mimi.transformerHeads
-                    mimi.transformerFeedforward = try size("transformer_feedforward") ?? mimi.transformerFeedforward
-                    mimi.codebookDimension = try size("codebook_dimension") ?? mimi.codebookDimension
+                    for (key, field) in Self.declaredMimiSizes {
+                        mimi[keyPath: field] = try size(key) ?? mimi[keyPath: field]
+                    }
                 }
                 config.ignoredKeys.removeAll { $0 == "duplex" }
             }
@@ -172,6 +169,13 @@ public struct ModelFolder: Sendable {
         }
     }
 
+    /// The codec sizes config.json's `duplex.mimi` may declare, by key.
+    static var declaredMimiSizes: [(key: String, field: WritableKeyPath<MimiConfig, Int>)] {
+        [("filters", \.filters), ("dimension", \.dimension), ("transformer_layers", \.transformerLayers),
+         ("transformer_heads", \.transformerHeads), ("transformer_feedforward", \.transformerFeedforward),
+         ("codebook_dimension", \.codebookDimension)]
+    }
+
     /// Whether the codec is read from a file (always, unless the folder declares random weights
     /// and has no file named by `mimi_name`).
     public var mimiFromFile: Bool {
@@ -207,12 +211,8 @@ public struct ModelFolder: Sendable {
             // The folder declares its codec's shape (`duplex.mimi`): a file of another shape is
             // refused by name rather than run at it.
             let declared = randomMimiConfig, found = mimi.config
-            let differences = [("filters", declared.filters, found.filters), ("dimension", declared.dimension, found.dimension),
-                               ("transformer_layers", declared.transformerLayers, found.transformerLayers),
-                               ("transformer_heads", declared.transformerHeads, found.transformerHeads),
-                               ("transformer_feedforward", declared.transformerFeedforward, found.transformerFeedforward),
-                               ("codebook_dimension", declared.codebookDimension, found.codebookDimension)]
-                .filter { $0.1 != $0.2 }.map { "\($0.0) \($0.2) (declared \($0.1))" }
+            let differences = Self.declaredMimiSizes.filter { declared[keyPath: $0.field] != found[keyPath: $0.field] }
+                .map { "\($0.key) \(found[keyPath: $0.field]) (declared \(declared[keyPath: $0.field]))" }
             if !differences.isEmpty {
                 throw ModelError("\(path) is a codec of another shape than config.json's duplex.mimi declares: "
                                  + differences.joined(separator: ", "))

@@ -119,16 +119,10 @@ final class EchoCancellationLoopTests: XCTestCase {
         print(String(format: "live loop | webrtc | ERLE after 2 s %.1f dB, last second %.1f dB | echo delay %d ms | %d realignment(s) | %@",
                      status.settledErleDecibels, status.erleDecibels, status.echoDelayMilliseconds, processing.source.reference.realignments,
                      processing.summaryText))
-        // Under ThreadSanitizer (tools/tsan.sh sets TSAN_OPTIONS) every memory access is
-        // instrumented and the threads miss their real-time wake-ups by milliseconds: there the run
-        // is for races, and the clock alignment it measures is not the one talk would have (measured:
-        // 31 ms found once, with an echo path change, against 40 ms in every plain run). The
-        // figures are held to the real-time bounds only in a plain build.
-        let sanitized = ProcessInfo.processInfo.environment["TSAN_OPTIONS"] != nil
-        XCTAssertGreaterThanOrEqual(Double(status.settledErleDecibels), sanitized ? 15 : 25)
+        XCTAssertGreaterThanOrEqual(Double(status.settledErleDecibels), 25)
         // The virtual devices report no buffering, so all the alignment leaves is the room's delay
         // (and the period the speaker's pacing holds back).
-        XCTAssertEqual(Double(status.echoDelayMilliseconds), 40, accuracy: sanitized ? 15 : 6)
+        XCTAssertEqual(Double(status.echoDelayMilliseconds), 40, accuracy: 6)
         XCTAssertTrue(processing.statusText.hasPrefix("aec webrtc: echo"), processing.statusText)
         XCTAssertGreaterThan(processing.source.drainFrameCosts().count, (seconds - 1) * 12)
     }

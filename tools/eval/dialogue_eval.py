@@ -113,6 +113,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+from finite_json import finite_json  # noqa: E402  (infinite figures → null; their counts say why)
 import codec_gate  # noqa: E402  (find_duplex, whisper_model_dir, ASR, load24)
 from textnorm import normalise  # noqa: E402
 
@@ -733,18 +735,6 @@ def table(m: dict, verdict: dict) -> str:
 # Main
 # ----------------------------------------------------------------------------------------------
 
-def finite(v):
-    """The report as strict JSON: an infinite or undefined figure becomes null (the counts beside
-    it say which: onset_missing, barge_ins_not_stopped)."""
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {k: finite(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [finite(x) for x in v]
-    return v
-
-
 def run(args) -> int:
     import numpy as np
     folder = Path(args.dialogues)
@@ -857,8 +847,7 @@ def run(args) -> int:
              + (" (LM random weights, untrained)" if model_info and model_info.get("random_weights") else "")))
     print(table(m, verdict))
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(finite(report), indent=1, allow_nan=False, ensure_ascii=False,
-                                    default=lambda v: None))
+    json_path.write_text(finite_json(report, indent=1, ensure_ascii=False, default=lambda v: None))
     print(f"wrote {json_path}")
     judged = [v for v in verdict.values() if v is not None]
     return 0 if judged and all(judged) else 1

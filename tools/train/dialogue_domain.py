@@ -140,17 +140,9 @@ def reply_and_answer(intent: str, ops: tuple) -> tuple[str, str | None]:
         return f"{spoken(ops[0] + 1)}.", spoken(ops[0] + 1)
     if intent == "before":
         return f"{spoken(ops[0] - 1)}.", spoken(ops[0] - 1)
-    if intent == "day_after":
-        w = DAYS[(ops[0] + 1) % 7]
-        return f"{w}.", w
-    if intent == "day_before":
-        w = DAYS[(ops[0] - 1) % 7]
-        return f"{w}.", w
-    if intent == "month_after":
-        w = MONTHS[(ops[0] + 1) % 12]
-        return f"{w}.", w
-    if intent == "month_before":
-        w = MONTHS[(ops[0] - 1) % 12]
+    if intent in ("day_after", "day_before", "month_after", "month_before"):
+        cycle = DAYS if intent.startswith("day") else MONTHS
+        w = cycle[(ops[0] + (1 if intent.endswith("after") else -1)) % len(cycle)]
         return f"{w}.", w
     raise ValueError(intent)
 
