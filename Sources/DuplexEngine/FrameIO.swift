@@ -76,6 +76,9 @@ public final class SignalSource: FrameSource {
     }
 
     public var pacing: SourcePacing { realtime ? .live : .asFastAsRead }
+    /// Paced: how late the reading thread took the period its microphone finished capturing
+    /// (a real device's buffer holds what arrived meanwhile); 0 when read flat out.
+    public var captureDelay: UInt64? { realtime ? pacer.lateness(clock: clock) : 0 }
 
     public func read(into buffer: UnsafeMutablePointer<Float>, count: Int) throws -> Bool {
         if !loop && position >= signal.count { return false }
@@ -99,16 +102,40 @@ public final class CollectingSink: FrameSink {
     }
 }
 
-/// A loudspeaker without a sound card: takes one period per period of wall-clock time, as a
-/// device would.
+/// A loudspeaker without a sound card, buffered like one: it holds `bufferPeriods` writes' worth
+/// (ALSA's minimum of two periods) and plays them in wall-clock time, so a write returns once
+/// there is room and what it took plays after what is queued. A writer late by more than the
+/// buffer finds it empty (an underrun): playback restarts from that write, as a device recovering
+/// from an xrun would, instead of replaying the backlog. Its reported delay is what is queued, so
+/// the echo canceller's reference holds every sample before it plays and the latency figures
+/// count the buffer.
 public final class VirtualSpeaker: FrameSink {
     private let clock: any FrameClock
-    private var pacer = Pacer(.speaker)
-    public init(clock: any FrameClock = MonotonicClock()) { self.clock = clock }
+    public let bufferPeriods: Int
+    /// When everything written so far will have played (monotonic ns); 0 before the first write.
+    private var playedOutAt: UInt64 = 0
+
+    public init(bufferPeriods: Int = 2, clock: any FrameClock = MonotonicClock()) {
+        precondition(bufferPeriods >= 1)
+        self.bufferPeriods = bufferPeriods
+        self.clock = clock
+    }
+
     public var isPaced: Bool { true }
+
     public func write(_ samples: UnsafePointer<Float>, count: Int) throws -> Bool {
-        pacer.pace(count, clock: clock)
+        let duration = UInt64(count) * 1_000_000_000 / 24_000
+        let capacity = UInt64(bufferPeriods) * duration
+        let now = clock.now()
+        if playedOutAt < now { playedOutAt = now }
+        if playedOutAt + duration > now + capacity { clock.sleep(until: playedOutAt + duration - capacity) }
+        playedOutAt += duration
         return true
+    }
+
+    public var outputDelay: UInt64 {
+        let now = clock.now()
+        return playedOutAt > now ? playedOutAt - now : 0
     }
 }
 
@@ -136,17 +163,17 @@ struct Pacer {
         case .microphone:
             if next == 0 { next = now }
             next += period
-            sleep(until: next)
+            clock.sleep(until: next)
         case .speaker:
             if next == 0 || now > next + 4 * period { next = now }
-            sleep(until: next)
+            clock.sleep(until: next)
             next += period
         }
     }
-}
 
-/// Sleeps until `t` on the monotonic clock that `MonotonicClock` reads.
-func sleep(until t: UInt64) {
-    var ts = timespec(tv_sec: Int(t / 1_000_000_000), tv_nsec: Int(t % 1_000_000_000))
-    while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nil) == EINTR {}
+    /// A microphone's: how long ago the period last handed over finished capturing.
+    func lateness(clock: any FrameClock) -> UInt64 {
+        let now = clock.now()
+        return role == .microphone && next > 0 && now > next ? now - next : 0
+    }
 }

@@ -4,6 +4,9 @@ import Foundation
 /// tests can drive latency accounting with a fake one.
 public protocol FrameClock: Sendable {
     func now() -> UInt64
+    /// Returns once `now()` has reached `t` (the virtual devices' pacing); a simulated clock
+    /// moves there, so paced devices can be tested in virtual time.
+    func sleep(until t: UInt64)
 }
 
 public struct MonotonicClock: FrameClock {
@@ -12,6 +15,11 @@ public struct MonotonicClock: FrameClock {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    public func sleep(until t: UInt64) {
+        var ts = timespec(tv_sec: Int(t / 1_000_000_000), tv_nsec: Int(t % 1_000_000_000))
+        while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nil) == EINTR {}
     }
 }
 

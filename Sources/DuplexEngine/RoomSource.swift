@@ -12,6 +12,8 @@ public final class RoomSource: FrameSource {
     private let clock: any FrameClock
     private var near: [Float]
     private var far: [Float]
+    private var innerReadAt: UInt64 = 0
+    private var innerDelay: UInt64?
 
     /// `reference` must be one the sink feeds (`EchoReferenceSink(..., references:)` or `add`).
     public init(near inner: FrameSource, room: SimulatedRoom, reference: EchoReference, clock: any FrameClock = MonotonicClock()) {
@@ -25,7 +27,14 @@ public final class RoomSource: FrameSource {
 
     public var pacing: SourcePacing { inner.pacing }
     public func cancel() { inner.cancel() }
-    public var captureDelay: UInt64? { inner.captureDelay }
+    /// The microphone's delay at its last read plus the time the room has taken since: the
+    /// canceller reads it after the room, and must date the samples as the room did.
+    public var captureDelay: UInt64? {
+        if innerReadAt == 0 { return inner.captureDelay }
+        guard let innerDelay else { return nil }
+        let now = clock.now()
+        return innerDelay + (now > innerReadAt ? now - innerReadAt : 0)
+    }
 
     public func read(into buffer: UnsafeMutablePointer<Float>, count: Int) throws -> Bool {
         var offset = 0
@@ -34,7 +43,9 @@ public final class RoomSource: FrameSource {
             let more = try near.withUnsafeMutableBufferPointer { try inner.read(into: $0.baseAddress!, count: n) }
             guard more else { return false }
             let now = clock.now()
-            let span = (inner.captureDelay ?? 0) + UInt64(n) * 1_000_000_000 / 24_000
+            innerReadAt = now
+            innerDelay = inner.captureDelay
+            let span = (innerDelay ?? 0) + UInt64(n) * 1_000_000_000 / 24_000
             far.withUnsafeMutableBufferPointer { f in
                 reference.far(into: f.baseAddress!, count: n, capturedAt: now - min(now, span))
                 near.withUnsafeBufferPointer { s in

@@ -120,8 +120,8 @@ final class EchoCancellationLoopTests: XCTestCase {
                      status.settledErleDecibels, status.erleDecibels, status.echoDelayMilliseconds, processing.source.reference.realignments,
                      processing.summaryText))
         XCTAssertGreaterThanOrEqual(Double(status.settledErleDecibels), 25)
-        // The virtual devices report no buffering, so all the alignment leaves is the room's delay
-        // (and the period the speaker's pacing holds back).
+        // The virtual devices report what they buffer, so all the alignment leaves is the room's
+        // delay.
         XCTAssertEqual(Double(status.echoDelayMilliseconds), 40, accuracy: 6)
         XCTAssertTrue(processing.statusText.hasPrefix("aec webrtc: echo"), processing.statusText)
         XCTAssertGreaterThan(processing.source.drainFrameCosts().count, (seconds - 1) * 12)

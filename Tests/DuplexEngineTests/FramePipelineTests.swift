@@ -7,6 +7,8 @@ final class VirtualClock: FrameClock, @unchecked Sendable {
     private let nanoseconds = Atomic<UInt64>(1_000_000_000)
     func now() -> UInt64 { nanoseconds.load(ordering: .relaxed) }
     func set(_ t: UInt64) { nanoseconds.store(t, ordering: .relaxed) }
+    func advance(_ t: UInt64) { nanoseconds.add(t, ordering: .relaxed) }
+    func sleep(until t: UInt64) { if t > now() { set(t) } }
 }
 
 private let ms: UInt64 = 1_000_000
