@@ -185,6 +185,16 @@ public final class ALSADevice: @unchecked Sendable {
         return .frames(done)
     }
 
+    /// Playback: waits (at most a second) until a period can be written without blocking, while
+    /// the stream runs with less room than that. A stream that needs recovering, or a plugin
+    /// that is never short of room (file, null), returns at once: the write that follows
+    /// recovers or reports the failure.
+    public func waitForRoom() {
+        let available = snd_pcm_avail_update(pcm)
+        guard available >= 0, available < periodFrames, snd_pcm_state(pcm) == SND_PCM_STATE_RUNNING else { return }
+        _ = snd_pcm_wait(pcm, 1000)
+    }
+
     /// Frames queued in the device (playback: not yet played; capture: not yet read).
     public var delayFrames: Int { reportedDelayFrames ?? 0 }
 

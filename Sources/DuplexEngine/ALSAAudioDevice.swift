@@ -92,6 +92,9 @@ public final class ALSAAudioDevice: FrameSource, FrameSink, @unchecked Sendable 
         return true
     }
 
+    /// Blocks until the playback buffer has a device period free (ALSA's own wait).
+    public func waitUntilWritable(_ count: Int) { playback?.waitForRoom() }
+
     /// Plays `frames` model-rate samples (blocks on the device, never on the model).
     public func write(_ buffer: UnsafePointer<Float>, count frames: Int) throws -> Bool {
         guard let playback else { return true }

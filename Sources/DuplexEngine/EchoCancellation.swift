@@ -182,6 +182,7 @@ public final class EchoReferenceSink: FrameSink {
     public func add(_ reference: EchoReference) { references.append(reference) }
 
     public var isPaced: Bool { inner.isPaced }
+    public func waitUntilWritable(_ count: Int) { inner.waitUntilWritable(count) }
     public var outputDelay: UInt64 { inner.outputDelay }
     public var reportedOutputDelay: UInt64? { inner.reportedOutputDelay }
 

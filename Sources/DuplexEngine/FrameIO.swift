@@ -44,6 +44,10 @@ public protocol FrameSink: AnyObject {
     /// Takes `count` samples (24 kHz mono). Throws when the sink failed; the loop stops with that
     /// error. Returns false when the reader went away (a closed pipe): the loop ends quietly.
     func write(_ samples: UnsafePointer<Float>, count: Int) throws -> Bool
+    /// A paced sink: returns once a write of `count` samples would not block (a period's room in
+    /// the device buffer), so the playback side fills it with the newest answer there is instead
+    /// of filling first and waiting a period with it. Sinks that never block need nothing.
+    func waitUntilWritable(_ count: Int)
     /// How long what the sink already holds will take to play (a device buffer), in nanoseconds.
     var outputDelay: UInt64 { get }
     /// `outputDelay`, or nil when the device cannot tell (the echo canceller then cannot line
@@ -52,6 +56,7 @@ public protocol FrameSink: AnyObject {
 }
 
 extension FrameSink {
+    public func waitUntilWritable(_ count: Int) {}
     public var outputDelay: UInt64 { 0 }
     public var reportedOutputDelay: UInt64? { outputDelay }
 }
@@ -108,7 +113,8 @@ public final class CollectingSink: FrameSink {
 /// buffer finds it empty (an underrun): playback restarts from that write, as a device recovering
 /// from an xrun would, instead of replaying the backlog. Its reported delay is what is queued, so
 /// the echo canceller's reference holds every sample before it plays and the latency figures
-/// count the buffer.
+/// count the buffer. `waitUntilWritable` then `write` is the playback loop's order: a period is
+/// filled when there is room for it, and plays one period later.
 public final class VirtualSpeaker: FrameSink {
     private let clock: any FrameClock
     public let bufferPeriods: Int
@@ -123,13 +129,17 @@ public final class VirtualSpeaker: FrameSink {
 
     public var isPaced: Bool { true }
 
-    public func write(_ samples: UnsafePointer<Float>, count: Int) throws -> Bool {
+    public func waitUntilWritable(_ count: Int) {
         let duration = UInt64(count) * 1_000_000_000 / 24_000
         let capacity = UInt64(bufferPeriods) * duration
         let now = clock.now()
         if playedOutAt < now { playedOutAt = now }
         if playedOutAt + duration > now + capacity { clock.sleep(until: playedOutAt + duration - capacity) }
-        playedOutAt += duration
+    }
+
+    public func write(_ samples: UnsafePointer<Float>, count: Int) throws -> Bool {
+        waitUntilWritable(count)
+        playedOutAt += UInt64(count) * 1_000_000_000 / 24_000
         return true
     }
 

@@ -343,6 +343,7 @@ public final class LiveLoop: @unchecked Sendable {
                     usleep(200)
                     continue
                 }
+                if paced { sink.waitUntilWritable(count) }
                 pipeline.playback(into: p, count: count, at: clock.now(), deviceDelay: sink.outputDelay)
                 recorder?.played(p, count: count)
                 outputLevel.record(p, count: count)

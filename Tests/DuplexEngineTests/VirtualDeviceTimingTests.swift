@@ -54,6 +54,24 @@ final class VirtualDeviceTimingTests: XCTestCase {
         XCTAssertEqual(far(afterUnderrun, at: restart + 1 * ms, count: 96), (384..<480).map(Float.init))
     }
 
+    /// The playback loop's order: wait for room, fill with the newest answer, write. The period
+    /// filled then plays after the one still queued, 5 ms later, not 10.
+    func testWaitingForRoomBeforeFillingSavesAPeriod() throws {
+        let clock = VirtualClock()
+        let speaker = VirtualSpeaker(clock: clock)
+        let tap = EchoReferenceSink(speaker, references: [], clock: clock)
+        var next = 0
+        let t0 = clock.now()
+        try writePeriod(tap, from: &next)
+        try writePeriod(tap, from: &next)
+        tap.waitUntilWritable(120)
+        XCTAssertEqual(clock.now(), t0 + 5 * ms)
+        XCTAssertEqual(speaker.outputDelay, 5 * ms, "filled now, it plays after the one period still queued")
+        try writePeriod(tap, from: &next)
+        XCTAssertEqual(clock.now(), t0 + 5 * ms, "the write no longer waits")
+        XCTAssertEqual(speaker.outputDelay, 10 * ms)
+    }
+
     func testAPacedMicrophoneReportsHowLateItWasRead() throws {
         let clock = VirtualClock()
         let microphone = SignalSource([0.25], loop: true, realtime: true, clock: clock)
